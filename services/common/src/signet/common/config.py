@@ -1,0 +1,58 @@
+"""Typed settings read from the environment, built once at start-up and passed down.
+
+Each service subclasses :class:`ServiceSettings` with its own prefix, so every field is
+``SIGNET_<SVC>_<FIELD>`` (e.g. ``SIGNET_SIGNER_GRPC_PORT``). Nothing reads the
+environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AuthMode = Literal["none", "token", "mtls"]
+TracingExporter = Literal["none", "console", "otlp"]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Signet service shares; subclasses set ``env_prefix``."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNET_", extra="ignore", frozen=True)
+
+    service_name: str = "signet"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    grpc_max_workers: int = Field(default=32, ge=1)
+    drain_seconds: float = Field(default=10.0, ge=0)
+
+    database_url: str = "sqlite:///signet.db"
+    database_echo: bool = False
+
+    kafka_bootstrap: str = ""
+    kafka_client_id: str = ""
+    outbox_poll_seconds: float = Field(default=0.2, gt=0)
+
+    log_level: str = "INFO"
+
+    auth_mode: AuthMode = "none"
+    # Bearer tokens accepted when auth_mode=token: "principal:sha256hex,principal2:sha256hex".
+    api_token_hashes: SecretStr = SecretStr("")
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+
+    tracing_exporter: TracingExporter = "none"
+    otlp_endpoint: str = ""
+
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token_label: str = "signet"
+    pkcs11_pin: SecretStr = SecretStr("")
+    pkcs11_pool_size: int = Field(default=4, ge=1)
+
+    @property
+    def grpc_address(self) -> str:
+        """The host:port the gRPC server binds."""
+        return f"{self.grpc_host}:{self.grpc_port}"

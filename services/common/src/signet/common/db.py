@@ -1,0 +1,143 @@
+"""SQLAlchemy 2 engine, session scope and schema migrations, shared by every service.
+
+SQLite is the embedded default (WAL, foreign keys on, a busy timeout so the outbox relay
+and request threads can share a file); PostgreSQL is selected by URL. Library errors are
+translated into the :mod:`signet.common.errors` tree at the session boundary, so domain
+code never sees SQLAlchemy exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, exc
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from signet.common.errors import AlreadyExists, ServiceError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Normalise to UTC before storing."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Attach UTC to values read back (SQLite forgets the zone)."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; each service keeps its own metadata by subclassing it per service."""
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    """Build an engine for ``url`` with the settings Signet relies on.
+
+    For SQLite the parent directory is created, WAL is enabled and foreign keys are
+    enforced; for PostgreSQL, connections are pre-pinged so a restarted server is survived.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if path and path != ":memory:":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """An engine plus a session factory; :meth:`session` is the unit of work."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._factory = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, echo: bool = False) -> Database:
+        """Create the engine for ``url`` and wrap it."""
+        return cls(create_db_engine(url, echo=echo))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error.
+
+        Integrity errors become :class:`AlreadyExists`; connection and lock errors become
+        :class:`Unavailable` (retryable). Service errors raised inside pass unchanged.
+        """
+        session = self._factory()
+        try:
+            yield session
+            session.commit()
+        except ServiceError:
+            session.rollback()
+            raise
+        except exc.IntegrityError as err:
+            session.rollback()
+            log.warning("integrity error: %s", type(err.orig).__name__)
+            raise AlreadyExists("a record with the same identity already exists") from err
+        except (exc.OperationalError, exc.InterfaceError) as err:
+            session.rollback()
+            log.warning("database unavailable: %s", type(err.orig).__name__)
+            raise Unavailable("the database is temporarily unavailable") from err
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def run_migrations(engine: Engine, script_location: str | Path) -> None:
+    """Upgrade the schema at ``engine`` to the newest Alembic revision in ``script_location``.
+
+    Each service ships its own migrations directory; the version table is per service
+    database, so services never share a schema.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,1 @@
+"""Generated from proto/signet/events/v1; do not edit."""
