@@ -1,0 +1,7 @@
+"""Root of the test suite: the real-part fixtures live in tests/fixtures, one module each."""
+
+pytest_plugins = [
+    "tests.fixtures.softhsm",
+    "tests.fixtures.kafka",
+    "tests.fixtures.postgres",
+]
