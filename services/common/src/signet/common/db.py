@@ -8,19 +8,21 @@ code never sees SQLAlchemy exceptions.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, exc
+from sqlalchemy import DateTime, Engine, Enum, MetaData, TypeDecorator, create_engine, event, exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from signet.common.errors import AlreadyExists, ServiceError, Unavailable
+from signet.common.errors import AlreadyExists, NotFound, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
+_M = TypeVar("_M")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -49,8 +51,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Deterministic constraint names, so migrations written by hand, Alembic's batch mode on
+# SQLite and PostgreSQL all agree on what a constraint is called.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    """Declarative base; each service keeps its own metadata by subclassing it per service."""
+    """Declarative base of the tables every service has (outbox, processed events).
+
+    Each service declares its own base with its own :class:`MetaData` (same naming
+    convention) for its domain tables, so one service's schema never includes another's.
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
@@ -141,3 +160,21 @@ def run_migrations(engine: Engine, script_location: str | Path) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def get_or_not_found(session: Session, model: type[_M], key: Any, what: str) -> _M:
+    """Load ``model`` by primary key or raise :class:`NotFound` naming ``what`` (e.g. "key")."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
+def str_enum(enum_cls: type[enum.StrEnum]) -> Enum:
+    """A portable column type for a string enum: VARCHAR storing the member values."""
+    return Enum(
+        enum_cls,
+        native_enum=False,
+        length=max(len(m.value) for m in enum_cls),
+        values_callable=lambda e: [m.value for m in e],
+    )

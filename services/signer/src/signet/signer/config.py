@@ -1,0 +1,20 @@
+"""Signer settings: ``SIGNET_SIGNER_<FIELD>`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from signet.common.config import ServiceSettings
+
+
+class SignerSettings(ServiceSettings):
+    """Settings of the signer, the only service that opens the HSM."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNET_SIGNER_", extra="ignore", frozen=True)
+
+    service_name: str = "signer"
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    database_url: str = "sqlite:///.state/db/signer.db"
+    max_batch_size: int = Field(default=1000, ge=1, le=10000)
