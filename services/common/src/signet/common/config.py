@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str = ""
 
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
-    pkcs11_token_label: str = "signet"
+    pkcs11_token_label: str = "signet"  # noqa: S105  (a label, not a secret)
     pkcs11_pin: SecretStr = SecretStr("")
     pkcs11_pool_size: int = Field(default=4, ge=1)
 

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 from sqlalchemy import DateTime, Engine, Enum, MetaData, TypeDecorator, create_engine, event, exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from signet.common.errors import AlreadyExists, NotFound, ServiceError, Unavailable
+from signet.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M")
@@ -129,8 +135,7 @@ class Database:
             raise
         except exc.IntegrityError as err:
             session.rollback()
-            log.warning("integrity error: %s", type(err.orig).__name__)
-            raise AlreadyExists("a record with the same identity already exists") from err
+            raise translate_integrity_error(err) from err
         except (exc.OperationalError, exc.InterfaceError) as err:
             session.rollback()
             log.warning("database unavailable: %s", type(err.orig).__name__)
@@ -141,9 +146,25 @@ class Database:
         finally:
             session.close()
 
+    def migrate(self, script_location: str | Path) -> None:
+        """Bring the schema up to date with the migrations in ``script_location``."""
+        run_migrations(self.engine, script_location)
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def translate_integrity_error(err: exc.IntegrityError) -> ServiceError:
+    """A unique-key violation is AlreadyExists; any other constraint is FailedPrecondition.
+
+    The driver's message names tables and values, so it is logged by class only.
+    """
+    log.warning("integrity error: %s", type(err.orig).__name__)
+    text = str(err.orig).lower()
+    if "unique" in text or "duplicate key" in text:
+        return AlreadyExists("a record with the same identity already exists")
+    return FailedPrecondition("the change conflicts with related records")
 
 
 def run_migrations(engine: Engine, script_location: str | Path) -> None:

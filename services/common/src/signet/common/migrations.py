@@ -30,8 +30,6 @@ def run_env(target_metadata: MetaData | Sequence[MetaData]) -> None:
 
 def _run(connection: Connection, target_metadata: MetaData | Sequence[MetaData]) -> None:
     # Batch mode lets the same migration alter tables on SQLite, which lacks ALTER COLUMN.
-    context.configure(
-        connection=connection, target_metadata=target_metadata, render_as_batch=True
-    )
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import BigInteger, Integer, LargeBinary, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from signet.common.db import NAMING_CONVENTION, UtcDateTime, utcnow
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+"""Alembic scripts creating these tables (and the shared outbox tables)."""
 
 
 class Base(DeclarativeBase):

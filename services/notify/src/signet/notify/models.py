@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from signet.common.db import NAMING_CONVENTION, UtcDateTime, str_enum, utcnow
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+"""Alembic scripts creating these tables (and the shared outbox tables)."""
 
 
 class Base(DeclarativeBase):

@@ -1,15 +1,21 @@
-"""Signer tables: key records (the token holds the key, the record holds its history) and
-the ids of signing grants already consumed (a grant is accepted once)."""
+"""Signer tables: key records and the ids of signing grants already consumed.
+
+The token holds the key; the record holds its owner, state and history. A grant id is
+stored once, so a grant is accepted once."""
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from signet.common.db import NAMING_CONVENTION, UtcDateTime, str_enum, utcnow
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+"""Alembic scripts creating these tables (and the shared outbox tables)."""
 
 
 class Base(DeclarativeBase):
