@@ -1,0 +1,1 @@
+"""Signet benchmarks: `make bench` runs every registered benchmark and writes JSON results."""

@@ -1,0 +1,108 @@
+"""A small benchmark harness: registered benchmarks, timing helpers and the JSON report.
+
+Speed targets are checked here, by measurement, never by timed tests. Each benchmark
+returns named figures; the harness prints them and writes one JSON file per run under
+bench/results/ together with the machine's core count and the Python version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+Figures = dict[str, float]
+
+
+@dataclass
+class Benchmark:
+    """One named benchmark; ``run`` returns its figures (throughputs, latencies, ratios)."""
+
+    name: str
+    run: Callable[[], Figures]
+
+
+@dataclass
+class Registry:
+    """The benchmarks `make bench` runs, in registration order."""
+
+    items: list[Benchmark] = field(default_factory=list)
+
+    def register(self, name: str) -> Callable[[Callable[[], Figures]], Callable[[], Figures]]:
+        """Decorator adding a benchmark function under ``name``."""
+
+        def wrap(fn: Callable[[], Figures]) -> Callable[[], Figures]:
+            self.items.append(Benchmark(name, fn))
+            return fn
+
+        return wrap
+
+
+REGISTRY = Registry()
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """The ``pct`` percentile (0-100) of ``samples`` by nearest rank."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def rate(count: int, seconds: float) -> float:
+    """Operations per second."""
+    return count / seconds if seconds > 0 else float("nan")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds one call of ``fn`` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summarize_latencies(prefix: str, samples: list[float]) -> Figures:
+    """p50/p99/mean in milliseconds under ``prefix``."""
+    return {
+        f"{prefix}_p50_ms": percentile(samples, 50) * 1000,
+        f"{prefix}_p99_ms": percentile(samples, 99) * 1000,
+        f"{prefix}_mean_ms": statistics.fmean(samples) * 1000 if samples else float("nan"),
+    }
+
+
+def run_all(selected: list[str] | None = None) -> Path:
+    """Run the registered benchmarks (or the ``selected`` names) and write the JSON report."""
+    results: dict[str, Figures] = {}
+    for bench in REGISTRY.items:
+        if selected and bench.name not in selected:
+            continue
+        print(f"== {bench.name}")
+        figures = bench.run()
+        for key, value in figures.items():
+            print(f"   {key:<40} {value:12.2f}")
+        results[bench.name] = figures
+    report = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "results": results,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS_DIR / f"bench-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (RESULTS_DIR / "latest.json").write_text(out.read_text())
+    print(f"results written to {out}")
+    return out
