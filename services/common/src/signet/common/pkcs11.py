@@ -179,6 +179,10 @@ def load_module(path: str) -> Pkcs11Module:
             except p11e.PKCS11Error:
                 raise Unavailable("HSM module could not be loaded") from None
             pkcs11._loaded[path] = lib
+            # The module stays loaded for the life of the process; never deallocating the
+            # lib object keeps its Cython __dealloc__ from running against a half torn-down
+            # subclass during interpreter shutdown.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(lib))
             module = Pkcs11Module(path, lib, bool(state["os_locking"]), os.getpid())
             if not module.os_locking:
                 _log.warning("pkcs11 module initialised elsewhere; serialising HSM access")
@@ -355,12 +359,22 @@ class Pkcs11Pool:
         try:
             with self._module.serialised():
                 token = self._module.lib.get_token(token_label=self._label)
-                login = token.open(user_pin=self._pin, rw=True)
+                login = self._open_login(token)
                 mechanisms = frozenset(int(m) for m in token.slot.get_mechanisms())
         except p11e.PKCS11Error as exc:
             _log.error("pkcs11 token open failed", extra={"pkcs11_error": type(exc).__name__})
             raise translate_error(exc) from None
         self._token, self._login, self._mechanisms = token, login, mechanisms
+
+    def _open_login(self, token: Any) -> Any:
+        """Open the anchor session and log in (unless this process is already logged in)."""
+        try:
+            return token.open(user_pin=self._pin, rw=True)
+        except p11e.UserAlreadyLoggedIn:
+            # Another pool in this process holds the login (python-pkcs11 leaves the session
+            # it opened for the failed C_Login open; one handle, only on this path). If that
+            # pool logs out, our next UserNotLoggedIn re-opens this pool and logs in again.
+            return token.open(rw=True)
 
     def _reconnect(self, failed_generation: int) -> None:
         """Re-open the token after a token-level fault, once per fault generation."""
@@ -613,6 +627,14 @@ class Pkcs11KeyBackend:
             session.get_objects({Attribute.CLASS: object_class, Attribute.ID: key_id.encode()})
         )
         if not found:
+            if object_class == ObjectClass.PRIVATE_KEY and list(
+                session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id.encode()}
+                )
+            ):
+                # Private objects are invisible, not an error, when the token lost its login
+                # (token reset, another logout); a public half without it means exactly that.
+                raise p11e.UserNotLoggedIn()
             raise NotFound("key not found")
         if len(found) > 1:
             raise Internal("duplicate key objects")
@@ -737,14 +759,15 @@ class Pkcs11KeyBackend:
     def destroy(self, key_id: str) -> None:
         """Destroy the private and public key objects of ``key_id``."""
         validate_key_id(key_id)
+
+        def remove(session: Any) -> None:
+            self._find(session, key_id, ObjectClass.PRIVATE_KEY).destroy()
+            for obj in session.get_objects({Attribute.ID: key_id.encode()}):
+                obj.destroy()
+
         with self._admin_lock:
             try:
-                with self._pool.session() as session:
-                    objects = list(session.get_objects({Attribute.ID: key_id.encode()}))
-                    if not any(o.object_class == ObjectClass.PRIVATE_KEY for o in objects):
-                        raise NotFound("key not found")
-                    for obj in objects:
-                        obj.destroy()
+                self._pool.run(remove)
             finally:
                 self._invalidate()
 
@@ -753,9 +776,10 @@ class Pkcs11KeyBackend:
         validate_key_id(key_id)
 
         def probe(session: Any) -> bool:
-            found = session.get_objects(
-                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id.encode()}
-            )
-            return bool(list(found))
+            try:
+                self._find(session, key_id, ObjectClass.PRIVATE_KEY)
+            except NotFound:
+                return False
+            return True
 
         return self._pool.run(probe)
