@@ -17,6 +17,7 @@ start the broker detached and ``make stop`` stop it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import contextlib
 import fcntl
@@ -349,9 +350,11 @@ class KafkaBroker:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
             raise RuntimeError(f"formatting the Kafka storage failed:\n{tail}")
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 90, *, detached: bool = False) -> None:
         """Start the broker (no-op when it already runs) and wait until it serves clients.
 
+        ``detached`` brokers outlive this process (``make run``); otherwise the broker is
+        also stopped when this process exits, so a crashed test session leaves none behind.
         Raises :class:`RuntimeError` with the log's tail when it exits or is not ready
         within ``timeout`` seconds; a broker that never got ready is stopped again.
         """
@@ -373,6 +376,8 @@ class KafkaBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
+        if not detached:
+            atexit.register(self._stop_at_exit, self._proc.pid)
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -456,6 +461,10 @@ class KafkaBroker:
             self._proc = None
         self.pid_file.unlink(missing_ok=True)
 
+    def _stop_at_exit(self, pid: int) -> None:
+        if self._pid() == pid:
+            self.stop()
+
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
             return self._proc.poll() is None
@@ -491,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     broker = KafkaBroker(data_dir, port=args.port, controller_port=args.controller_port)
     try:
         if args.command == "start":
-            broker.start(timeout=args.timeout)
+            broker.start(timeout=args.timeout, detached=True)
             print(f"kafka running at {broker.bootstrap} (log: {broker.log_file})")
         elif args.command == "stop":
             broker.stop(timeout=args.timeout)
