@@ -24,17 +24,106 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from signet.ca_gateway.v1 import ca_gateway_pb2 as signet_dot_ca__gateway_dot_v1_dot_ca__gateway__pb2
+from signet.common.v1 import common_pb2 as signet_dot_common_dot_v1_dot_common__pb2
+from signet.identity.v1 import identity_pb2 as signet_dot_identity_dot_v1_dot_identity__pb2
+from signet.notify.v1 import notify_pb2 as signet_dot_notify_dot_v1_dot_notify__pb2
+from signet.signer.v1 import signer_pb2 as signet_dot_signer_dot_v1_dot_signer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsignet/events/v1/events.proto\x12\x10signet.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xda\x01\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05trace\x18\x07 \x01(\x0b\x32\x1e.signet.events.v1.TraceContext\x12%\n\x07payload\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Anyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsignet/events/v1/events.proto\x12\x10signet.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%signet/ca_gateway/v1/ca_gateway.proto\x1a\x1dsignet/common/v1/common.proto\x1a!signet/identity/v1/identity.proto\x1a\x1dsignet/notify/v1/notify.proto\x1a\x1dsignet/signer/v1/signer.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xcc\x02\n\rEventEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05trace\x18\x07 \x01(\x0b\x32\x1e.signet.events.v1.TraceContext\x12%\n\x07payload\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\x12-\n\x05\x61\x63tor\x18\t \x01(\x0b\x32\x1e.signet.common.v1.ActorContext\x12\x16\n\x0etransaction_id\x18\n \x01(\t\x12)\n\x07\x64igests\x18\x0b \x03(\x0b\x32\x18.signet.common.v1.Digest\"0\n\rTenantCreated\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa7\x01\n\x11\x41\x63\x63ountRegistered\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x35\n\x0c\x61\x63\x63ount_type\x18\x02 \x01(\x0e\x32\x1f.signet.identity.v1.AccountType\x12\x1b\n\x13masked_display_name\x18\x03 \x01(\t\x12\x14\n\x0cmasked_phone\x18\x04 \x01(\t\x12\x14\n\x0cmasked_email\x18\x05 \x01(\t\"]\n\x0e\x41\x63\x63ountUpdated\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\x12\x1f\n\x17reverification_required\x18\x03 \x01(\x08\"\xa8\x02\n\x10RealNameVerified\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x17\n\x0fverification_id\x18\x02 \x01(\t\x12\x36\n\x06method\x18\x03 \x01(\x0e\x32&.signet.identity.v1.VerificationMethod\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x1a\n\x12provider_reference\x18\x05 \x01(\t\x12/\n\x0bverified_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17subject_identifier_hash\x18\x08 \x01(\x0c\"\xe0\x01\n\x0eRealNameFailed\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x17\n\x0fverification_id\x18\x02 \x01(\t\x12\x36\n\x06method\x18\x03 \x01(\x0e\x32&.signet.identity.v1.VerificationMethod\x12=\n\x06reason\x18\x04 \x01(\x0e\x32-.signet.identity.v1.VerificationFailureReason\x12\x1a\n\x12\x61ttempts_remaining\x18\x05 \x01(\x05\x12\x0e\n\x06locked\x18\x06 \x01(\x08\"\x99\x02\n\x14WillingnessConfirmed\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x16\n\x0ewillingness_id\x18\x02 \x01(\t\x12\x35\n\x06method\x18\x03 \x01(\x0e\x32%.signet.identity.v1.WillingnessMethod\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12)\n\x07\x64igests\x18\x05 \x03(\x0b\x32\x18.signet.common.v1.Digest\x12\x10\n\x08grant_id\x18\x06 \x01(\t\x12\x34\n\x10grant_expires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13operator_account_id\x18\x08 \x01(\t\"\xe1\x01\n\x11WillingnessFailed\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x16\n\x0ewillingness_id\x18\x02 \x01(\t\x12\x35\n\x06method\x18\x03 \x01(\x0e\x32%.signet.identity.v1.WillingnessMethod\x12=\n\x06reason\x18\x04 \x01(\x0e\x32-.signet.identity.v1.VerificationFailureReason\x12\x1a\n\x12\x61ttempts_remaining\x18\x05 \x01(\x05\x12\x0e\n\x06locked\x18\x06 \x01(\x08\"\x88\x02\n\x1cOperatorAuthorizationGranted\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x1d\n\x15\x65nterprise_account_id\x18\x02 \x01(\t\x12\x1b\n\x13operator_account_id\x18\x03 \x01(\t\x12\x31\n\x06rights\x18\x04 \x03(\x0e\x32!.signet.identity.v1.OperatorRight\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x1cOperatorAuthorizationRevoked\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x1d\n\x15\x65nterprise_account_id\x18\x02 \x01(\t\x12\x1b\n\x13operator_account_id\x18\x03 \x01(\t\"m\n\x14\x41piCredentialCreated\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x14\x41piCredentialRotated\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12?\n\x1bprevious_secret_valid_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14\x41piCredentialRevoked\x12\x15\n\rcredential_id\x18\x01 \x01(\t\"\xb9\x02\n\x12\x41utoSignAuthorized\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x16\n\x0e\x62usiness_scope\x18\x04 \x01(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08max_uses\x18\x07 \x01(\x03\x12\x1d\n\x15\x63onfirmation_grant_id\x18\x08 \x01(\t\x12;\n\x19\x61uthorization_text_digest\x18\t \x01(\x0b\x32\x18.signet.common.v1.Digest\"S\n\x0f\x41utoSignRevoked\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nrevoked_by\x18\x03 \x01(\t\"\xb6\x01\n\x13\x41utoSignGrantIssued\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x10\n\x08grant_id\x18\x04 \x01(\t\x12)\n\x07\x64igests\x18\x05 \x03(\x0b\x32\x18.signet.common.v1.Digest\x12\x0c\n\x04uses\x18\x06 \x01(\x03\x12\x16\n\x0euses_remaining\x18\x07 \x01(\x03\">\n\x14PersonalDataExported\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"x\n\x15PersonalDataCorrected\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12\x1f\n\x17reverification_required\x18\x04 \x01(\x08\"y\n\x11\x44\x65letionRequested\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12<\n\ncategories\x18\x03 \x03(\x0e\x32(.signet.identity.v1.PersonalDataCategory\"r\n\x11\x44\x65letionCompleted\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x35\n\x08outcomes\x18\x03 \x03(\x0b\x32#.signet.identity.v1.CategoryOutcome\"f\n\x12PersonalDataPurged\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12<\n\ncategories\x18\x02 \x03(\x0e\x32(.signet.identity.v1.PersonalDataCategory\"r\n\x1c\x41\x63\x63ountCancellationRequested\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x06\x64ue_by\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x10\x41\x63\x63ountCancelled\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x35\n\x08retained\x18\x03 \x03(\x0b\x32#.signet.identity.v1.CategoryOutcome\"\xeb\x02\n\x11\x43\x65rtificateIssued\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x14\n\x0csystem_owner\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x39\n\x07profile\x18\x05 \x01(\x0e\x32(.signet.ca_gateway.v1.CertificateProfile\x12\x35\n\rkey_algorithm\x18\x06 \x01(\x0e\x32\x1e.signet.common.v1.KeyAlgorithm\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x0e\n\x06issuer\x18\x08 \x01(\t\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12sha256_fingerprint\x18\x0b \x01(\x0c\"\x80\x02\n\x12\x43\x65rtificateRenewed\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x17\n\x0fprevious_serial\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x0f\n\x07new_key\x18\x05 \x01(\x08\x12\x11\n\tautomatic\x18\x06 \x01(\x08\x12.\n\nnot_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12sha256_fingerprint\x18\t \x01(\x0c\"\xa3\x02\n\x12\x43\x65rtificateRevoked\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.signet.ca_gateway.v1.RevocationReason\x12<\n\tinitiator\x18\x05 \x01(\x0e\x32).signet.ca_gateway.v1.RevocationInitiator\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0finvalidity_date\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"~\n\x13\x43\x65rtificateExpiring\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61uto_renewal\x18\x04 \x01(\x08\"\xbe\x01\n\x0c\x43rlPublished\x12\r\n\x05\x63\x61_id\x18\x01 \x01(\t\x12\x12\n\ncrl_number\x18\x02 \x01(\x03\x12/\n\x0bthis_update\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bnext_update\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncrl_sha256\x18\x05 \x01(\x0c\x12\x15\n\rrevoked_count\x18\x06 \x01(\x05\"\xbe\x01\n\nKeyCreated\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x31\n\talgorithm\x18\x02 \x01(\x0e\x32\x1e.signet.common.v1.KeyAlgorithm\x12-\n\x07purpose\x18\x03 \x01(\x0e\x32\x1c.signet.signer.v1.KeyPurpose\x12)\n\x05owner\x18\x04 \x01(\x0b\x32\x1a.signet.signer.v1.KeyOwner\x12\x13\n\x0bspki_sha256\x18\x05 \x01(\x0c\"\x7f\n\x0bKeyDisabled\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12)\n\x05owner\x18\x02 \x01(\x0b\x32\x1a.signet.signer.v1.KeyOwner\x12\x35\n\x06reason\x18\x03 \x01(\x0e\x32%.signet.signer.v1.KeyRetirementReason\"\x80\x01\n\x0cKeyDestroyed\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12)\n\x05owner\x18\x02 \x01(\x0b\x32\x1a.signet.signer.v1.KeyOwner\x12\x35\n\x06reason\x18\x03 \x01(\x0e\x32%.signet.signer.v1.KeyRetirementReason\"\xb6\x03\n\x10SignatureCreated\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12)\n\x05owner\x18\x03 \x01(\x0b\x32\x1a.signet.signer.v1.KeyOwner\x12\x1a\n\x12\x63\x65rtificate_serial\x18\x04 \x01(\t\x12\x10\n\x08grant_id\x18\x05 \x01(\t\x12(\n\x06\x64igest\x18\x06 \x01(\x0b\x32\x18.signet.common.v1.Digest\x12\x31\n\x06scheme\x18\x07 \x01(\x0e\x32!.signet.common.v1.SignatureScheme\x12\x18\n\x10signature_sha256\x18\x08 \x01(\x0c\x12\x39\n\x0f\x64ocument_format\x18\t \x01(\x0e\x32 .signet.signer.v1.DocumentFormat\x12/\n\x05level\x18\n \x01(\x0e\x32 .signet.signer.v1.SignatureLevel\x12\x1e\n\x16timestamp_token_sha256\x18\x0b \x01(\x0c\x12\x0e\n\x06\x63\x61ller\x18\x0c \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\r \x01(\t\"d\n\x10\x45videnceAppended\x12\x0e\n\x06log_id\x18\x01 \x01(\x0c\x12\x18\n\x10\x66irst_leaf_index\x18\x02 \x01(\x03\x12\x13\n\x0b\x65ntry_count\x18\x03 \x01(\x03\x12\x11\n\tevent_ids\x18\x04 \x03(\t\"\x88\x01\n\x0eTreeHeadSigned\x12\x0e\n\x06log_id\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"\x82\x01\n\x0fTimestampIssued\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x31\n\x0fmessage_imprint\x18\x02 \x01(\x0b\x32\x18.signet.common.v1.Digest\x12,\n\x08gen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x17\x45videncePackageExported\x12\x12\n\npackage_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x03 \x01(\x0c\x12\x11\n\ttree_size\x18\x04 \x01(\x03\"\xff\x01\n\x10NotificationSent\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12*\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x19.signet.notify.v1.Channel\x12\x38\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32&.signet.notify.v1.NotificationCategory\x12\x13\n\x0btemplate_id\x18\x04 \x01(\t\x12\x18\n\x10masked_recipient\x18\x05 \x01(\t\x12\x12\n\naccount_id\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x17\n\x0fsource_event_id\x18\x08 \x01(\t\"\x81\x02\n\x12NotificationFailed\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12*\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x19.signet.notify.v1.Channel\x12\x18\n\x10masked_recipient\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x31\n\x07outcome\x18\x05 \x01(\x0e\x32 .signet.notify.v1.AttemptOutcome\x12\x13\n\x0b\x65rror_class\x18\x06 \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x01\n\x18NotificationDeadLettered\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12*\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x19.signet.notify.v1.Channel\x12\x18\n\x10masked_recipient\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x18\n\x10last_error_class\x18\x05 \x01(\t\"F\n\x14NotificationReplayed\x12\x18\n\x10notification_ids\x18\x01 \x03(\t\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\"\xf2\x02\n\x10IncidentDeclared\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x34\n\x08severity\x18\x03 \x01(\x0e\x32\".signet.notify.v1.IncidentSeverity\x12/\n\x0bhappened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdiscovered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x06notice\x18\x06 \x01(\x0b\x32 .signet.notify.v1.IncidentNotice\x12\x1e\n\x16\x61\x66\x66\x65\x63ted_account_count\x18\x07 \x01(\x05\x12\x39\n\x15regulator_notified_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65\x63lared_by\x18\t \x01(\t\"R\n\x19WebhookEndpointRegistered\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"l\n\x14WebhookSecretRotated\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12?\n\x1bprevious_secret_valid_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'signet.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRACECONTEXT']._serialized_start=111
-  _globals['_TRACECONTEXT']._serialized_end=166
-  _globals['_EVENTENVELOPE']._serialized_start=169
-  _globals['_EVENTENVELOPE']._serialized_end=387
+  _globals['_TRACECONTEXT']._serialized_start=278
+  _globals['_TRACECONTEXT']._serialized_end=333
+  _globals['_EVENTENVELOPE']._serialized_start=336
+  _globals['_EVENTENVELOPE']._serialized_end=668
+  _globals['_TENANTCREATED']._serialized_start=670
+  _globals['_TENANTCREATED']._serialized_end=718
+  _globals['_ACCOUNTREGISTERED']._serialized_start=721
+  _globals['_ACCOUNTREGISTERED']._serialized_end=888
+  _globals['_ACCOUNTUPDATED']._serialized_start=890
+  _globals['_ACCOUNTUPDATED']._serialized_end=983
+  _globals['_REALNAMEVERIFIED']._serialized_start=986
+  _globals['_REALNAMEVERIFIED']._serialized_end=1282
+  _globals['_REALNAMEFAILED']._serialized_start=1285
+  _globals['_REALNAMEFAILED']._serialized_end=1509
+  _globals['_WILLINGNESSCONFIRMED']._serialized_start=1512
+  _globals['_WILLINGNESSCONFIRMED']._serialized_end=1793
+  _globals['_WILLINGNESSFAILED']._serialized_start=1796
+  _globals['_WILLINGNESSFAILED']._serialized_end=2021
+  _globals['_OPERATORAUTHORIZATIONGRANTED']._serialized_start=2024
+  _globals['_OPERATORAUTHORIZATIONGRANTED']._serialized_end=2288
+  _globals['_OPERATORAUTHORIZATIONREVOKED']._serialized_start=2290
+  _globals['_OPERATORAUTHORIZATIONREVOKED']._serialized_end=2406
+  _globals['_APICREDENTIALCREATED']._serialized_start=2408
+  _globals['_APICREDENTIALCREATED']._serialized_end=2517
+  _globals['_APICREDENTIALROTATED']._serialized_start=2519
+  _globals['_APICREDENTIALROTATED']._serialized_end=2629
+  _globals['_APICREDENTIALREVOKED']._serialized_start=2631
+  _globals['_APICREDENTIALREVOKED']._serialized_end=2676
+  _globals['_AUTOSIGNAUTHORIZED']._serialized_start=2679
+  _globals['_AUTOSIGNAUTHORIZED']._serialized_end=2992
+  _globals['_AUTOSIGNREVOKED']._serialized_start=2994
+  _globals['_AUTOSIGNREVOKED']._serialized_end=3077
+  _globals['_AUTOSIGNGRANTISSUED']._serialized_start=3080
+  _globals['_AUTOSIGNGRANTISSUED']._serialized_end=3262
+  _globals['_PERSONALDATAEXPORTED']._serialized_start=3264
+  _globals['_PERSONALDATAEXPORTED']._serialized_end=3326
+  _globals['_PERSONALDATACORRECTED']._serialized_start=3328
+  _globals['_PERSONALDATACORRECTED']._serialized_end=3448
+  _globals['_DELETIONREQUESTED']._serialized_start=3450
+  _globals['_DELETIONREQUESTED']._serialized_end=3571
+  _globals['_DELETIONCOMPLETED']._serialized_start=3573
+  _globals['_DELETIONCOMPLETED']._serialized_end=3687
+  _globals['_PERSONALDATAPURGED']._serialized_start=3689
+  _globals['_PERSONALDATAPURGED']._serialized_end=3791
+  _globals['_ACCOUNTCANCELLATIONREQUESTED']._serialized_start=3793
+  _globals['_ACCOUNTCANCELLATIONREQUESTED']._serialized_end=3907
+  _globals['_ACCOUNTCANCELLED']._serialized_start=3909
+  _globals['_ACCOUNTCANCELLED']._serialized_end=4022
+  _globals['_CERTIFICATEISSUED']._serialized_start=4025
+  _globals['_CERTIFICATEISSUED']._serialized_end=4388
+  _globals['_CERTIFICATERENEWED']._serialized_start=4391
+  _globals['_CERTIFICATERENEWED']._serialized_end=4647
+  _globals['_CERTIFICATEREVOKED']._serialized_start=4650
+  _globals['_CERTIFICATEREVOKED']._serialized_end=4941
+  _globals['_CERTIFICATEEXPIRING']._serialized_start=4943
+  _globals['_CERTIFICATEEXPIRING']._serialized_end=5069
+  _globals['_CRLPUBLISHED']._serialized_start=5072
+  _globals['_CRLPUBLISHED']._serialized_end=5262
+  _globals['_KEYCREATED']._serialized_start=5265
+  _globals['_KEYCREATED']._serialized_end=5455
+  _globals['_KEYDISABLED']._serialized_start=5457
+  _globals['_KEYDISABLED']._serialized_end=5584
+  _globals['_KEYDESTROYED']._serialized_start=5587
+  _globals['_KEYDESTROYED']._serialized_end=5715
+  _globals['_SIGNATURECREATED']._serialized_start=5718
+  _globals['_SIGNATURECREATED']._serialized_end=6156
+  _globals['_EVIDENCEAPPENDED']._serialized_start=6158
+  _globals['_EVIDENCEAPPENDED']._serialized_end=6258
+  _globals['_TREEHEADSIGNED']._serialized_start=6261
+  _globals['_TREEHEADSIGNED']._serialized_end=6397
+  _globals['_TIMESTAMPISSUED']._serialized_start=6400
+  _globals['_TIMESTAMPISSUED']._serialized_end=6530
+  _globals['_EVIDENCEPACKAGEEXPORTED']._serialized_start=6532
+  _globals['_EVIDENCEPACKAGEEXPORTED']._serialized_end=6644
+  _globals['_NOTIFICATIONSENT']._serialized_start=6647
+  _globals['_NOTIFICATIONSENT']._serialized_end=6902
+  _globals['_NOTIFICATIONFAILED']._serialized_start=6905
+  _globals['_NOTIFICATIONFAILED']._serialized_end=7162
+  _globals['_NOTIFICATIONDEADLETTERED']._serialized_start=7165
+  _globals['_NOTIFICATIONDEADLETTERED']._serialized_end=7330
+  _globals['_NOTIFICATIONREPLAYED']._serialized_start=7332
+  _globals['_NOTIFICATIONREPLAYED']._serialized_end=7402
+  _globals['_INCIDENTDECLARED']._serialized_start=7405
+  _globals['_INCIDENTDECLARED']._serialized_end=7775
+  _globals['_WEBHOOKENDPOINTREGISTERED']._serialized_start=7777
+  _globals['_WEBHOOKENDPOINTREGISTERED']._serialized_end=7859
+  _globals['_WEBHOOKSECRETROTATED']._serialized_start=7861
+  _globals['_WEBHOOKSECRETROTATED']._serialized_end=7969
 # @@protoc_insertion_point(module_scope)

@@ -4,12 +4,26 @@ isort:skip_file
 Signet events: the common envelope every state change travels in over Kafka, and the
 payload of each event type. Producers write envelopes through the transactional outbox;
 consumers are idempotent on EventEnvelope.id.
+
+Rules for payloads: personal data only masked (3301**********1234, 138****5678) or as
+keyed hashes; documents only as digests; never one-time codes, secrets or key labels.
+Payload names are NounPastVerb. Topic per producer: identity events on
+signet.identity.v1, CA events on signet.certificate.v1, signer events on
+signet.signature.v1, evidence events on signet.evidence.v1, notify events on
+signet.notify.v1.
 """
 
+from collections import abc as _abc
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from signet.ca_gateway.v1 import ca_gateway_pb2 as _ca_gateway_pb2
+from signet.common.v1 import common_pb2 as _common_pb2
+from signet.identity.v1 import identity_pb2 as _identity_pb2
+from signet.notify.v1 import notify_pb2 as _notify_pb2
+from signet.signer.v1 import signer_pb2 as _signer_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -61,6 +75,9 @@ class EventEnvelope(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID); the idempotency key for every consumer."""
     type: _builtins.str
@@ -71,6 +88,10 @@ class EventEnvelope(_message.Message):
     """The entity the event is about (account id, key id, certificate serial ...)."""
     tenant: _builtins.str
     """Tenant (business customer) the entity belongs to; empty for platform-level events."""
+    transaction_id: _builtins.str
+    """Business transaction (e.g. one contract signing) the event belongs to, so evidence can
+    gather all of a transaction's entries into one package; empty when none applies.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the state change was committed."""
@@ -80,6 +101,16 @@ class EventEnvelope(_message.Message):
     @_builtins.property
     def payload(self) -> _any_pb2.Any:
         """One of the payload messages below."""
+
+    @_builtins.property
+    def actor(self) -> _common_pb2.ActorContext:
+        """Who caused the state change, from where (no personal data in clear); evidence records it."""
+
+    @_builtins.property
+    def digests(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Digest]:
+        """Digests of the documents the event concerns, indexed by evidence without knowing every
+        payload type. Documents themselves never travel in events.
+        """
 
     def __init__(
         self,
@@ -92,11 +123,1505 @@ class EventEnvelope(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         trace: Global___TraceContext | None = ...,
         payload: _any_pb2.Any | None = ...,
+        actor: _common_pb2.ActorContext | None = ...,
+        transaction_id: _builtins.str = ...,
+        digests: _abc.Iterable[_common_pb2.Digest] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "time", b"time", "trace", b"trace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "payload", b"payload", "time", b"time", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "payload", b"payload", "source", b"source", "subject", b"subject", "tenant", b"tenant", "time", b"time", "trace", b"trace", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "digests", b"digests", "id", b"id", "payload", b"payload", "source", b"source", "subject", b"subject", "tenant", b"tenant", "time", b"time", "trace", b"trace", "transaction_id", b"transaction_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventEnvelope: _TypeAlias = EventEnvelope  # noqa: Y015
+
+@_typing.final
+class TenantCreated(_message.Message):
+    """---------------------------------------------------------------------------------------
+    identity (topic signet.identity.v1)
+    ---------------------------------------------------------------------------------------
+
+    A tenant was created.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantCreated: _TypeAlias = TenantCreated  # noqa: Y015
+
+@_typing.final
+class AccountRegistered(_message.Message):
+    """An account was registered (not yet verified)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
+    MASKED_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    MASKED_PHONE_FIELD_NUMBER: _builtins.int
+    MASKED_EMAIL_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    account_type: _identity_pb2.AccountType.ValueType
+    masked_display_name: _builtins.str
+    """Person's name or enterprise name, masked (e.g. 张*, 杭州****有限公司)."""
+    masked_phone: _builtins.str
+    masked_email: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        account_type: _identity_pb2.AccountType.ValueType = ...,
+        masked_display_name: _builtins.str = ...,
+        masked_phone: _builtins.str = ...,
+        masked_email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_type", b"account_type", "masked_display_name", b"masked_display_name", "masked_email", b"masked_email", "masked_phone", b"masked_phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountRegistered: _TypeAlias = AccountRegistered  # noqa: Y015
+
+@_typing.final
+class AccountUpdated(_message.Message):
+    """Contact or identity data of an account changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    REVERIFICATION_REQUIRED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    reverification_required: _builtins.bool
+    """True when the change invalidated the real-name verification."""
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the changed fields (e.g. "phone"); never their values."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        reverification_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "changed_fields", b"changed_fields", "reverification_required", b"reverification_required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountUpdated: _TypeAlias = AccountUpdated  # noqa: Y015
+
+@_typing.final
+class RealNameVerified(_message.Message):
+    """A real-name verification succeeded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    VERIFICATION_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFERENCE_FIELD_NUMBER: _builtins.int
+    VERIFIED_AT_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    SUBJECT_IDENTIFIER_HASH_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    verification_id: _builtins.str
+    method: _identity_pb2.VerificationMethod.ValueType
+    provider: _builtins.str
+    """Provider that confirmed it and its reference (empty for local-only checks)."""
+    provider_reference: _builtins.str
+    subject_identifier_hash: _builtins.bytes
+    """Keyed hash of the verified ID number or credit code."""
+    @_builtins.property
+    def verified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        verification_id: _builtins.str = ...,
+        method: _identity_pb2.VerificationMethod.ValueType = ...,
+        provider: _builtins.str = ...,
+        provider_reference: _builtins.str = ...,
+        verified_at: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+        subject_identifier_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_until", b"valid_until", "verified_at", b"verified_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "method", b"method", "provider", b"provider", "provider_reference", b"provider_reference", "subject_identifier_hash", b"subject_identifier_hash", "valid_until", b"valid_until", "verification_id", b"verification_id", "verified_at", b"verified_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RealNameVerified: _TypeAlias = RealNameVerified  # noqa: Y015
+
+@_typing.final
+class RealNameFailed(_message.Message):
+    """A real-name verification attempt failed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    VERIFICATION_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_REMAINING_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    verification_id: _builtins.str
+    method: _identity_pb2.VerificationMethod.ValueType
+    reason: _identity_pb2.VerificationFailureReason.ValueType
+    attempts_remaining: _builtins.int
+    locked: _builtins.bool
+    """True when this failure locked the verification."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        verification_id: _builtins.str = ...,
+        method: _identity_pb2.VerificationMethod.ValueType = ...,
+        reason: _identity_pb2.VerificationFailureReason.ValueType = ...,
+        attempts_remaining: _builtins.int = ...,
+        locked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts_remaining", b"attempts_remaining", "locked", b"locked", "method", b"method", "reason", b"reason", "verification_id", b"verification_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RealNameFailed: _TypeAlias = RealNameFailed  # noqa: Y015
+
+@_typing.final
+class WillingnessConfirmed(_message.Message):
+    """A willingness check was confirmed and a signing grant issued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    WILLINGNESS_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    GRANT_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    OPERATOR_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    willingness_id: _builtins.str
+    method: _identity_pb2.WillingnessMethod.ValueType
+    key_id: _builtins.str
+    grant_id: _builtins.str
+    operator_account_id: _builtins.str
+    """Operator who confirmed for an enterprise account, if any."""
+    @_builtins.property
+    def digests(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Digest]:
+        """The exact digests the grant allows signing."""
+
+    @_builtins.property
+    def grant_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        willingness_id: _builtins.str = ...,
+        method: _identity_pb2.WillingnessMethod.ValueType = ...,
+        key_id: _builtins.str = ...,
+        digests: _abc.Iterable[_common_pb2.Digest] | None = ...,
+        grant_id: _builtins.str = ...,
+        grant_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        operator_account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant_expires_at", b"grant_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "digests", b"digests", "grant_expires_at", b"grant_expires_at", "grant_id", b"grant_id", "key_id", b"key_id", "method", b"method", "operator_account_id", b"operator_account_id", "willingness_id", b"willingness_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WillingnessConfirmed: _TypeAlias = WillingnessConfirmed  # noqa: Y015
+
+@_typing.final
+class WillingnessFailed(_message.Message):
+    """A willingness check failed (wrong or expired code, failed face match)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    WILLINGNESS_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_REMAINING_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    willingness_id: _builtins.str
+    method: _identity_pb2.WillingnessMethod.ValueType
+    reason: _identity_pb2.VerificationFailureReason.ValueType
+    attempts_remaining: _builtins.int
+    locked: _builtins.bool
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        willingness_id: _builtins.str = ...,
+        method: _identity_pb2.WillingnessMethod.ValueType = ...,
+        reason: _identity_pb2.VerificationFailureReason.ValueType = ...,
+        attempts_remaining: _builtins.int = ...,
+        locked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts_remaining", b"attempts_remaining", "locked", b"locked", "method", b"method", "reason", b"reason", "willingness_id", b"willingness_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WillingnessFailed: _TypeAlias = WillingnessFailed  # noqa: Y015
+
+@_typing.final
+class OperatorAuthorizationGranted(_message.Message):
+    """An operator was authorised to act for an enterprise."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    ENTERPRISE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    RIGHTS_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    enterprise_account_id: _builtins.str
+    operator_account_id: _builtins.str
+    @_builtins.property
+    def rights(self) -> _containers.RepeatedScalarFieldContainer[_identity_pb2.OperatorRight.ValueType]: ...
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        enterprise_account_id: _builtins.str = ...,
+        operator_account_id: _builtins.str = ...,
+        rights: _abc.Iterable[_identity_pb2.OperatorRight.ValueType] | None = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "enterprise_account_id", b"enterprise_account_id", "operator_account_id", b"operator_account_id", "rights", b"rights", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperatorAuthorizationGranted: _TypeAlias = OperatorAuthorizationGranted  # noqa: Y015
+
+@_typing.final
+class OperatorAuthorizationRevoked(_message.Message):
+    """An operator authorisation was revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    ENTERPRISE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    enterprise_account_id: _builtins.str
+    operator_account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        enterprise_account_id: _builtins.str = ...,
+        operator_account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "enterprise_account_id", b"enterprise_account_id", "operator_account_id", b"operator_account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperatorAuthorizationRevoked: _TypeAlias = OperatorAuthorizationRevoked  # noqa: Y015
+
+@_typing.final
+class ApiCredentialCreated(_message.Message):
+    """An API credential was created."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "expires_at", b"expires_at", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiCredentialCreated: _TypeAlias = ApiCredentialCreated  # noqa: Y015
+
+@_typing.final
+class ApiCredentialRotated(_message.Message):
+    """An API credential got a new secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SECRET_VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    @_builtins.property
+    def previous_secret_valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        previous_secret_valid_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_secret_valid_until", b"previous_secret_valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "previous_secret_valid_until", b"previous_secret_valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiCredentialRotated: _TypeAlias = ApiCredentialRotated  # noqa: Y015
+
+@_typing.final
+class ApiCredentialRevoked(_message.Message):
+    """An API credential was revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiCredentialRevoked: _TypeAlias = ApiCredentialRevoked  # noqa: Y015
+
+@_typing.final
+class AutoSignAuthorized(_message.Message):
+    """An account authorised automatic (unattended) signing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPE_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    MAX_USES_FIELD_NUMBER: _builtins.int
+    CONFIRMATION_GRANT_ID_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_TEXT_DIGEST_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    account_id: _builtins.str
+    key_id: _builtins.str
+    business_scope: _builtins.str
+    max_uses: _builtins.int
+    confirmation_grant_id: _builtins.str
+    """The grant of the willingness check that confirmed the authorisation."""
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def authorization_text_digest(self) -> _common_pb2.Digest: ...
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        business_scope: _builtins.str = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+        max_uses: _builtins.int = ...,
+        confirmation_grant_id: _builtins.str = ...,
+        authorization_text_digest: _common_pb2.Digest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization_text_digest", b"authorization_text_digest", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "authorization_id", b"authorization_id", "authorization_text_digest", b"authorization_text_digest", "business_scope", b"business_scope", "confirmation_grant_id", b"confirmation_grant_id", "key_id", b"key_id", "max_uses", b"max_uses", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoSignAuthorized: _TypeAlias = AutoSignAuthorized  # noqa: Y015
+
+@_typing.final
+class AutoSignRevoked(_message.Message):
+    """An automatic-signing authorisation was revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    account_id: _builtins.str
+    revoked_by: _builtins.str
+    """Account or operator that revoked it."""
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        revoked_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "authorization_id", b"authorization_id", "revoked_by", b"revoked_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoSignRevoked: _TypeAlias = AutoSignRevoked  # noqa: Y015
+
+@_typing.final
+class AutoSignGrantIssued(_message.Message):
+    """An automatic-signing authorisation was used for one grant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    DIGESTS_FIELD_NUMBER: _builtins.int
+    USES_FIELD_NUMBER: _builtins.int
+    USES_REMAINING_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    account_id: _builtins.str
+    key_id: _builtins.str
+    grant_id: _builtins.str
+    uses: _builtins.int
+    uses_remaining: _builtins.int
+    @_builtins.property
+    def digests(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Digest]: ...
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        digests: _abc.Iterable[_common_pb2.Digest] | None = ...,
+        uses: _builtins.int = ...,
+        uses_remaining: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "authorization_id", b"authorization_id", "digests", b"digests", "grant_id", b"grant_id", "key_id", b"key_id", "uses", b"uses", "uses_remaining", b"uses_remaining"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoSignGrantIssued: _TypeAlias = AutoSignGrantIssued  # noqa: Y015
+
+@_typing.final
+class PersonalDataExported(_message.Message):
+    """A user exported a copy of their personal data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalDataExported: _TypeAlias = PersonalDataExported  # noqa: Y015
+
+@_typing.final
+class PersonalDataCorrected(_message.Message):
+    """A user corrected personal data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    REVERIFICATION_REQUIRED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    request_id: _builtins.str
+    reverification_required: _builtins.bool
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        reverification_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "changed_fields", b"changed_fields", "request_id", b"request_id", "reverification_required", b"reverification_required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalDataCorrected: _TypeAlias = PersonalDataCorrected  # noqa: Y015
+
+@_typing.final
+class DeletionRequested(_message.Message):
+    """A user asked for deletion of personal data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_identity_pb2.PersonalDataCategory.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        categories: _abc.Iterable[_identity_pb2.PersonalDataCategory.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "categories", b"categories", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionRequested: _TypeAlias = DeletionRequested  # noqa: Y015
+
+@_typing.final
+class DeletionCompleted(_message.Message):
+    """A deletion request was carried out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.CategoryOutcome]:
+        """What was deleted and what is kept until when."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        outcomes: _abc.Iterable[_identity_pb2.CategoryOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "outcomes", b"outcomes", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletionCompleted: _TypeAlias = DeletionCompleted  # noqa: Y015
+
+@_typing.final
+class PersonalDataPurged(_message.Message):
+    """The retention job purged data whose legal retention ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_identity_pb2.PersonalDataCategory.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        categories: _abc.Iterable[_identity_pb2.PersonalDataCategory.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalDataPurged: _TypeAlias = PersonalDataPurged  # noqa: Y015
+
+@_typing.final
+class AccountCancellationRequested(_message.Message):
+    """A user asked to cancel their account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DUE_BY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def due_by(self) -> _timestamp_pb2.Timestamp:
+        """Latest completion: 15 working days after the request."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        due_by: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_by", b"due_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "due_by", b"due_by", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountCancellationRequested: _TypeAlias = AccountCancellationRequested  # noqa: Y015
+
+@_typing.final
+class AccountCancelled(_message.Message):
+    """An account cancellation completed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RETAINED_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def retained(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.CategoryOutcome]:
+        """What stays after cancellation and until when (at least 5 years for signing data)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        retained: _abc.Iterable[_identity_pb2.CategoryOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "request_id", b"request_id", "retained", b"retained"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountCancelled: _TypeAlias = AccountCancelled  # noqa: Y015
+
+@_typing.final
+class CertificateIssued(_message.Message):
+    """---------------------------------------------------------------------------------------
+    ca-gateway (topic signet.certificate.v1)
+    ---------------------------------------------------------------------------------------
+
+    A certificate was issued.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SYSTEM_OWNER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    KEY_ALGORITHM_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    SHA256_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    account_id: _builtins.str
+    system_owner: _builtins.str
+    """Set instead of account_id for system certificates."""
+    key_id: _builtins.str
+    profile: _ca_gateway_pb2.CertificateProfile.ValueType
+    key_algorithm: _common_pb2.KeyAlgorithm.ValueType
+    subject: _builtins.str
+    """Subject DN (identifiers only as keyed hashes, as in the certificate)."""
+    issuer: _builtins.str
+    sha256_fingerprint: _builtins.bytes
+    """SHA-256 of the certificate DER."""
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        system_owner: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        profile: _ca_gateway_pb2.CertificateProfile.ValueType = ...,
+        key_algorithm: _common_pb2.KeyAlgorithm.ValueType = ...,
+        subject: _builtins.str = ...,
+        issuer: _builtins.str = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        sha256_fingerprint: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "issuer", b"issuer", "key_algorithm", b"key_algorithm", "key_id", b"key_id", "not_after", b"not_after", "not_before", b"not_before", "profile", b"profile", "serial", b"serial", "sha256_fingerprint", b"sha256_fingerprint", "subject", b"subject", "system_owner", b"system_owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateIssued: _TypeAlias = CertificateIssued  # noqa: Y015
+
+@_typing.final
+class CertificateRenewed(_message.Message):
+    """A certificate was renewed by a successor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SERIAL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    NEW_KEY_FIELD_NUMBER: _builtins.int
+    AUTOMATIC_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    SHA256_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    previous_serial: _builtins.str
+    account_id: _builtins.str
+    key_id: _builtins.str
+    new_key: _builtins.bool
+    """True when the successor has a new key."""
+    automatic: _builtins.bool
+    """True when the renewal scheduler, not the subscriber, renewed it."""
+    sha256_fingerprint: _builtins.bytes
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        previous_serial: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        new_key: _builtins.bool = ...,
+        automatic: _builtins.bool = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        sha256_fingerprint: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "automatic", b"automatic", "key_id", b"key_id", "new_key", b"new_key", "not_after", b"not_after", "not_before", b"not_before", "previous_serial", b"previous_serial", "serial", b"serial", "sha256_fingerprint", b"sha256_fingerprint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateRenewed: _TypeAlias = CertificateRenewed  # noqa: Y015
+
+@_typing.final
+class CertificateRevoked(_message.Message):
+    """A certificate was revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    INITIATOR_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    INVALIDITY_DATE_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    account_id: _builtins.str
+    key_id: _builtins.str
+    reason: _ca_gateway_pb2.RevocationReason.ValueType
+    initiator: _ca_gateway_pb2.RevocationInitiator.ValueType
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def invalidity_date(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        reason: _ca_gateway_pb2.RevocationReason.ValueType = ...,
+        initiator: _ca_gateway_pb2.RevocationInitiator.ValueType = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        invalidity_date: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invalidity_date", b"invalidity_date", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "initiator", b"initiator", "invalidity_date", b"invalidity_date", "key_id", b"key_id", "reason", b"reason", "revoked_at", b"revoked_at", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateRevoked: _TypeAlias = CertificateRevoked  # noqa: Y015
+
+@_typing.final
+class CertificateExpiring(_message.Message):
+    """A certificate is approaching expiry (emitted once per threshold, for reminders)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    AUTO_RENEWAL_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    account_id: _builtins.str
+    auto_renewal: _builtins.bool
+    """Whether automatic renewal will handle it."""
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        auto_renewal: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "auto_renewal", b"auto_renewal", "not_after", b"not_after", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateExpiring: _TypeAlias = CertificateExpiring  # noqa: Y015
+
+@_typing.final
+class CrlPublished(_message.Message):
+    """A new CRL was published."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CA_ID_FIELD_NUMBER: _builtins.int
+    CRL_NUMBER_FIELD_NUMBER: _builtins.int
+    THIS_UPDATE_FIELD_NUMBER: _builtins.int
+    NEXT_UPDATE_FIELD_NUMBER: _builtins.int
+    CRL_SHA256_FIELD_NUMBER: _builtins.int
+    REVOKED_COUNT_FIELD_NUMBER: _builtins.int
+    ca_id: _builtins.str
+    crl_number: _builtins.int
+    crl_sha256: _builtins.bytes
+    """SHA-256 of the CRL DER."""
+    revoked_count: _builtins.int
+    @_builtins.property
+    def this_update(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_update(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        ca_id: _builtins.str = ...,
+        crl_number: _builtins.int = ...,
+        this_update: _timestamp_pb2.Timestamp | None = ...,
+        next_update: _timestamp_pb2.Timestamp | None = ...,
+        crl_sha256: _builtins.bytes = ...,
+        revoked_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_update", b"next_update", "this_update", b"this_update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_id", b"ca_id", "crl_number", b"crl_number", "crl_sha256", b"crl_sha256", "next_update", b"next_update", "revoked_count", b"revoked_count", "this_update", b"this_update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CrlPublished: _TypeAlias = CrlPublished  # noqa: Y015
+
+@_typing.final
+class KeyCreated(_message.Message):
+    """---------------------------------------------------------------------------------------
+    signer (topic signet.signature.v1)
+    ---------------------------------------------------------------------------------------
+
+    A key was generated in the HSM.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    SPKI_SHA256_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    algorithm: _common_pb2.KeyAlgorithm.ValueType
+    purpose: _signer_pb2.KeyPurpose.ValueType
+    spki_sha256: _builtins.bytes
+    """SHA-256 of the SubjectPublicKeyInfo DER."""
+    @_builtins.property
+    def owner(self) -> _signer_pb2.KeyOwner: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        algorithm: _common_pb2.KeyAlgorithm.ValueType = ...,
+        purpose: _signer_pb2.KeyPurpose.ValueType = ...,
+        owner: _signer_pb2.KeyOwner | None = ...,
+        spki_sha256: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "key_id", b"key_id", "owner", b"owner", "purpose", b"purpose", "spki_sha256", b"spki_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyCreated: _TypeAlias = KeyCreated  # noqa: Y015
+
+@_typing.final
+class KeyDisabled(_message.Message):
+    """A key was disabled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    reason: _signer_pb2.KeyRetirementReason.ValueType
+    @_builtins.property
+    def owner(self) -> _signer_pb2.KeyOwner: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        owner: _signer_pb2.KeyOwner | None = ...,
+        reason: _signer_pb2.KeyRetirementReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "owner", b"owner", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyDisabled: _TypeAlias = KeyDisabled  # noqa: Y015
+
+@_typing.final
+class KeyDestroyed(_message.Message):
+    """A key's token object was destroyed (its record stays)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    reason: _signer_pb2.KeyRetirementReason.ValueType
+    @_builtins.property
+    def owner(self) -> _signer_pb2.KeyOwner: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        owner: _signer_pb2.KeyOwner | None = ...,
+        reason: _signer_pb2.KeyRetirementReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "owner", b"owner", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyDestroyed: _TypeAlias = KeyDestroyed  # noqa: Y015
+
+@_typing.final
+class SignatureCreated(_message.Message):
+    """A signature was made (one per digest, also inside batches and documents)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_SERIAL_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    SCHEME_FIELD_NUMBER: _builtins.int
+    SIGNATURE_SHA256_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FORMAT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_TOKEN_SHA256_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    signature_id: _builtins.str
+    key_id: _builtins.str
+    certificate_serial: _builtins.str
+    """Serial (hex) of the certificate for the key, when the signer knows it (SignDocument)."""
+    grant_id: _builtins.str
+    """The grant that allowed it; empty for system keys."""
+    scheme: _common_pb2.SignatureScheme.ValueType
+    signature_sha256: _builtins.bytes
+    """SHA-256 of the signature value (or of the CMS / signed PDF for SignDocument)."""
+    document_format: _signer_pb2.DocumentFormat.ValueType
+    """Set for SignDocument."""
+    level: _signer_pb2.SignatureLevel.ValueType
+    timestamp_token_sha256: _builtins.bytes
+    """SHA-256 of the embedded timestamp token, for B-T."""
+    caller: _builtins.str
+    """Authenticated caller (credential id or service identity)."""
+    batch_id: _builtins.str
+    """Groups the signatures of one SignBatch call."""
+    @_builtins.property
+    def owner(self) -> _signer_pb2.KeyOwner: ...
+    @_builtins.property
+    def digest(self) -> _common_pb2.Digest:
+        """What was signed: the document digest (never the document)."""
+
+    def __init__(
+        self,
+        *,
+        signature_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        owner: _signer_pb2.KeyOwner | None = ...,
+        certificate_serial: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        digest: _common_pb2.Digest | None = ...,
+        scheme: _common_pb2.SignatureScheme.ValueType = ...,
+        signature_sha256: _builtins.bytes = ...,
+        document_format: _signer_pb2.DocumentFormat.ValueType = ...,
+        level: _signer_pb2.SignatureLevel.ValueType = ...,
+        timestamp_token_sha256: _builtins.bytes = ...,
+        caller: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "owner", b"owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "caller", b"caller", "certificate_serial", b"certificate_serial", "digest", b"digest", "document_format", b"document_format", "grant_id", b"grant_id", "key_id", b"key_id", "level", b"level", "owner", b"owner", "scheme", b"scheme", "signature_id", b"signature_id", "signature_sha256", b"signature_sha256", "timestamp_token_sha256", b"timestamp_token_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignatureCreated: _TypeAlias = SignatureCreated  # noqa: Y015
+
+@_typing.final
+class EvidenceAppended(_message.Message):
+    """---------------------------------------------------------------------------------------
+    evidence (topic signet.evidence.v1). The evidence consumer does not append events of
+    this section from its own source, so that appending never feeds itself.
+    ---------------------------------------------------------------------------------------
+
+    Entries were integrated into the log (emitted per integration batch, not per entry).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_ID_FIELD_NUMBER: _builtins.int
+    FIRST_LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    EVENT_IDS_FIELD_NUMBER: _builtins.int
+    log_id: _builtins.bytes
+    first_leaf_index: _builtins.int
+    """First leaf index and number of entries integrated."""
+    entry_count: _builtins.int
+    @_builtins.property
+    def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Event ids of the integrated entries, in leaf order."""
+
+    def __init__(
+        self,
+        *,
+        log_id: _builtins.bytes = ...,
+        first_leaf_index: _builtins.int = ...,
+        entry_count: _builtins.int = ...,
+        event_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_count", b"entry_count", "event_ids", b"event_ids", "first_leaf_index", b"first_leaf_index", "log_id", b"log_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceAppended: _TypeAlias = EvidenceAppended  # noqa: Y015
+
+@_typing.final
+class TreeHeadSigned(_message.Message):
+    """The log signed a new tree head."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_ID_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_HASH_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    log_id: _builtins.bytes
+    tree_size: _builtins.int
+    root_hash: _builtins.bytes
+    signature: _builtins.bytes
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        log_id: _builtins.bytes = ...,
+        tree_size: _builtins.int = ...,
+        root_hash: _builtins.bytes = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_id", b"log_id", "root_hash", b"root_hash", "signature", b"signature", "timestamp", b"timestamp", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeHeadSigned: _TypeAlias = TreeHeadSigned  # noqa: Y015
+
+@_typing.final
+class TimestampIssued(_message.Message):
+    """The TSA issued an RFC 3161 timestamp."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    MESSAGE_IMPRINT_FIELD_NUMBER: _builtins.int
+    GEN_TIME_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    """Serial number of the TSTInfo (hex)."""
+    @_builtins.property
+    def message_imprint(self) -> _common_pb2.Digest:
+        """The message imprint that was stamped."""
+
+    @_builtins.property
+    def gen_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        message_imprint: _common_pb2.Digest | None = ...,
+        gen_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gen_time", b"gen_time", "message_imprint", b"message_imprint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gen_time", b"gen_time", "message_imprint", b"message_imprint", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimestampIssued: _TypeAlias = TimestampIssued  # noqa: Y015
+
+@_typing.final
+class EvidencePackageExported(_message.Message):
+    """An evidence package was exported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKAGE_ID_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    PACKAGE_SHA256_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    package_id: _builtins.str
+    transaction_id: _builtins.str
+    package_sha256: _builtins.bytes
+    tree_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        package_id: _builtins.str = ...,
+        transaction_id: _builtins.str = ...,
+        package_sha256: _builtins.bytes = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["package_id", b"package_id", "package_sha256", b"package_sha256", "transaction_id", b"transaction_id", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidencePackageExported: _TypeAlias = EvidencePackageExported  # noqa: Y015
+
+@_typing.final
+class NotificationSent(_message.Message):
+    """---------------------------------------------------------------------------------------
+    notify (topic signet.notify.v1)
+    ---------------------------------------------------------------------------------------
+
+    A notification was delivered.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    MASKED_RECIPIENT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SOURCE_EVENT_ID_FIELD_NUMBER: _builtins.int
+    notification_id: _builtins.str
+    channel: _notify_pb2.Channel.ValueType
+    category: _notify_pb2.NotificationCategory.ValueType
+    template_id: _builtins.str
+    masked_recipient: _builtins.str
+    """Masked address or the webhook endpoint id."""
+    account_id: _builtins.str
+    """Account the notification was for, when known."""
+    attempts: _builtins.int
+    source_event_id: _builtins.str
+    """The event that triggered it, when one did."""
+    def __init__(
+        self,
+        *,
+        notification_id: _builtins.str = ...,
+        channel: _notify_pb2.Channel.ValueType = ...,
+        category: _notify_pb2.NotificationCategory.ValueType = ...,
+        template_id: _builtins.str = ...,
+        masked_recipient: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        source_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "category", b"category", "channel", b"channel", "masked_recipient", b"masked_recipient", "notification_id", b"notification_id", "source_event_id", b"source_event_id", "template_id", b"template_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationSent: _TypeAlias = NotificationSent  # noqa: Y015
+
+@_typing.final
+class NotificationFailed(_message.Message):
+    """A delivery attempt failed; another follows unless the notification is dead-lettered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    MASKED_RECIPIENT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_CLASS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    notification_id: _builtins.str
+    channel: _notify_pb2.Channel.ValueType
+    masked_recipient: _builtins.str
+    attempt: _builtins.int
+    outcome: _notify_pb2.AttemptOutcome.ValueType
+    error_class: _builtins.str
+    """Short error class, e.g. "timeout", "http_503"."""
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        notification_id: _builtins.str = ...,
+        channel: _notify_pb2.Channel.ValueType = ...,
+        masked_recipient: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        outcome: _notify_pb2.AttemptOutcome.ValueType = ...,
+        error_class: _builtins.str = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "channel", b"channel", "error_class", b"error_class", "masked_recipient", b"masked_recipient", "next_attempt_at", b"next_attempt_at", "notification_id", b"notification_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationFailed: _TypeAlias = NotificationFailed  # noqa: Y015
+
+@_typing.final
+class NotificationDeadLettered(_message.Message):
+    """A notification ran out of retries and went to the dead-letter queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    MASKED_RECIPIENT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_CLASS_FIELD_NUMBER: _builtins.int
+    notification_id: _builtins.str
+    channel: _notify_pb2.Channel.ValueType
+    masked_recipient: _builtins.str
+    attempts: _builtins.int
+    last_error_class: _builtins.str
+    def __init__(
+        self,
+        *,
+        notification_id: _builtins.str = ...,
+        channel: _notify_pb2.Channel.ValueType = ...,
+        masked_recipient: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        last_error_class: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "last_error_class", b"last_error_class", "masked_recipient", b"masked_recipient", "notification_id", b"notification_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationDeadLettered: _TypeAlias = NotificationDeadLettered  # noqa: Y015
+
+@_typing.final
+class NotificationReplayed(_message.Message):
+    """Dead-lettered notifications were put back into delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_IDS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    requested_by: _builtins.str
+    """Operator who asked for the replay."""
+    @_builtins.property
+    def notification_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        notification_ids: _abc.Iterable[_builtins.str] | None = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification_ids", b"notification_ids", "requested_by", b"requested_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationReplayed: _TypeAlias = NotificationReplayed  # noqa: Y015
+
+@_typing.final
+class IncidentDeclared(_message.Message):
+    """A personal-data incident was declared; the four notice items are recorded verbatim."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    HAPPENED_AT_FIELD_NUMBER: _builtins.int
+    DISCOVERED_AT_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    AFFECTED_ACCOUNT_COUNT_FIELD_NUMBER: _builtins.int
+    REGULATOR_NOTIFIED_AT_FIELD_NUMBER: _builtins.int
+    DECLARED_BY_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    title: _builtins.str
+    severity: _notify_pb2.IncidentSeverity.ValueType
+    affected_account_count: _builtins.int
+    """Number of affected accounts notified (the accounts themselves are in the notifications)."""
+    declared_by: _builtins.str
+    @_builtins.property
+    def happened_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def discovered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def notice(self) -> _notify_pb2.IncidentNotice: ...
+    @_builtins.property
+    def regulator_notified_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        severity: _notify_pb2.IncidentSeverity.ValueType = ...,
+        happened_at: _timestamp_pb2.Timestamp | None = ...,
+        discovered_at: _timestamp_pb2.Timestamp | None = ...,
+        notice: _notify_pb2.IncidentNotice | None = ...,
+        affected_account_count: _builtins.int = ...,
+        regulator_notified_at: _timestamp_pb2.Timestamp | None = ...,
+        declared_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discovered_at", b"discovered_at", "happened_at", b"happened_at", "notice", b"notice", "regulator_notified_at", b"regulator_notified_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected_account_count", b"affected_account_count", "declared_by", b"declared_by", "discovered_at", b"discovered_at", "happened_at", b"happened_at", "incident_id", b"incident_id", "notice", b"notice", "regulator_notified_at", b"regulator_notified_at", "severity", b"severity", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentDeclared: _TypeAlias = IncidentDeclared  # noqa: Y015
+
+@_typing.final
+class WebhookEndpointRegistered(_message.Message):
+    """A tenant registered a webhook endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    url: _builtins.str
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        event_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "event_types", b"event_types", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookEndpointRegistered: _TypeAlias = WebhookEndpointRegistered  # noqa: Y015
+
+@_typing.final
+class WebhookSecretRotated(_message.Message):
+    """A webhook endpoint's secret was rotated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SECRET_VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    @_builtins.property
+    def previous_secret_valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        previous_secret_valid_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_secret_valid_until", b"previous_secret_valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "previous_secret_valid_until", b"previous_secret_valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookSecretRotated: _TypeAlias = WebhookSecretRotated  # noqa: Y015

@@ -4,6 +4,13 @@ isort:skip_file
 Signet events: the common envelope every state change travels in over Kafka, and the
 payload of each event type. Producers write envelopes through the transactional outbox;
 consumers are idempotent on EventEnvelope.id.
+
+Rules for payloads: personal data only masked (3301**********1234, 138****5678) or as
+keyed hashes; documents only as digests; never one-time codes, secrets or key labels.
+Payload names are NounPastVerb. Topic per producer: identity events on
+signet.identity.v1, CA events on signet.certificate.v1, signer events on
+signet.signature.v1, evidence events on signet.evidence.v1, notify events on
+signet.notify.v1.
 """
 
 from collections import abc as _abc

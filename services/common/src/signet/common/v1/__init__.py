@@ -1,0 +1,1 @@
+"""Generated from proto/signet/common/v1; do not edit."""

@@ -1,0 +1,1 @@
+"""Generated from proto/signet/evidence/v1; do not edit."""

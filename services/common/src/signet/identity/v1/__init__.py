@@ -1,0 +1,1 @@
+"""Generated from proto/signet/identity/v1; do not edit."""

@@ -1,0 +1,1 @@
+"""Generated from proto/signet/notify/v1; do not edit."""

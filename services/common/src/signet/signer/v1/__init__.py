@@ -1,0 +1,1 @@
+"""Generated from proto/signet/signer/v1; do not edit."""
