@@ -10,15 +10,16 @@ registration.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import start_http_server as _start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 # 1 ms .. 10 s: signing is a few ms, a slow HSM or database call can take seconds.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -159,12 +160,35 @@ class GrpcServerMetrics:
         )
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """Request handler that does not log: a scrape every few seconds would flood stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
+
+
 class MetricsServer:
     """The /metrics HTTP endpoint (Prometheus text format) running on a daemon thread."""
 
+    # How often the serving loop checks for stop(); bounds how long stop() takes.
+    POLL_SECONDS = 0.05
+
     def __init__(self, host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:
-        self._httpd: WSGIServer
-        self._httpd, self._thread = _start_http_server(port, addr=host, registry=registry)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class _Server(ThreadingWSGIServer):
+            address_family = family
+
+        self._httpd = make_server(
+            host, port, make_wsgi_app(registry), _Server, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": self.POLL_SECONDS},
+            name="metrics-http",
+            daemon=True,
+        )
+        self._thread.start()
         self.host = host
         self.port: int = self._httpd.server_port
 

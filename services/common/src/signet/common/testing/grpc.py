@@ -11,7 +11,7 @@ own metrics registry, so tests can run many servers in one process::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -145,3 +145,65 @@ class InProcessServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+# Proto-less test services: raw bytes in and out, for testing the plumbing itself (and for
+# services' tests that need a stand-in peer without generated code).
+
+UnaryBehaviour = Callable[[bytes, grpc.ServicerContext], bytes]
+StreamBehaviour = Callable[[bytes, grpc.ServicerContext], Iterator[bytes]]
+ClientStreamBehaviour = Callable[[Iterator[bytes], grpc.ServicerContext], bytes]
+BidiBehaviour = Callable[[Iterator[bytes], grpc.ServicerContext], Iterator[bytes]]
+
+
+def bytes_service(
+    service: str,
+    *,
+    unary_unary: Mapping[str, UnaryBehaviour] | None = None,
+    unary_stream: Mapping[str, StreamBehaviour] | None = None,
+    stream_unary: Mapping[str, ClientStreamBehaviour] | None = None,
+    stream_stream: Mapping[str, BidiBehaviour] | None = None,
+) -> Register:
+    """A ``register`` callback adding methods of full name ``/<service>/<name>`` that take bytes."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for name, unary in (unary_unary or {}).items():
+        handlers[name] = grpc.unary_unary_rpc_method_handler(unary)
+    for name, streaming in (unary_stream or {}).items():
+        handlers[name] = grpc.unary_stream_rpc_method_handler(streaming)
+    for name, client_streaming in (stream_unary or {}).items():
+        handlers[name] = grpc.stream_unary_rpc_method_handler(client_streaming)
+    for name, bidi in (stream_stream or {}).items():
+        handlers[name] = grpc.stream_stream_rpc_method_handler(bidi)
+
+    def register(server: grpc.Server) -> None:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+
+    return register
+
+
+def bytes_unary_unary(
+    channel: grpc.Channel, method: str
+) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
+    """A client callable for a raw-bytes unary method (``method`` is the full ``/svc/Name``)."""
+    return channel.unary_unary(method)
+
+
+def bytes_unary_stream(
+    channel: grpc.Channel, method: str
+) -> grpc.UnaryStreamMultiCallable[bytes, bytes]:
+    """A client callable for a raw-bytes server-streaming method."""
+    return channel.unary_stream(method)
+
+
+def bytes_stream_unary(
+    channel: grpc.Channel, method: str
+) -> grpc.StreamUnaryMultiCallable[bytes, bytes]:
+    """A client callable for a raw-bytes client-streaming method."""
+    return channel.stream_unary(method)
+
+
+def bytes_stream_stream(
+    channel: grpc.Channel, method: str
+) -> grpc.StreamStreamMultiCallable[bytes, bytes]:
+    """A client callable for a raw-bytes bidirectional-streaming method."""
+    return channel.stream_stream(method)
