@@ -147,18 +147,19 @@ class TenantCreated(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
-    NAME_FIELD_NUMBER: _builtins.int
+    TENANT_NAME_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    name: _builtins.str
+    tenant_name: _builtins.str
+    """The business customer's name (an organisation, not a person)."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
-        name: _builtins.str = ...,
+        tenant_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id", "tenant_name", b"tenant_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
