@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import SecretStr
 
 from signet.common.auth import current_principal, hash_token
@@ -97,6 +98,14 @@ def test_health_needs_no_token(token_server: InProcessServer) -> None:
     stub = health_pb2_grpc.HealthStub(token_server.new_channel())
     response = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_needs_no_token_and_lists_the_services(token_server: InProcessServer) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(token_server.new_channel())
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (response,) = list(stub.ServerReflectionInfo(iter([request])))
+    names = {service.name for service in response.list_services_response.service}
+    assert names == {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
 def test_auth_failures_are_counted_as_unauthenticated(token_server: InProcessServer) -> None:

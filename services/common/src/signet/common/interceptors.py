@@ -193,9 +193,7 @@ class ErrorInterceptor(_GuardInterceptor):
                 context.abort(exc.code, exc.message)
             except Exception as exc:
                 chosen = explicit_code(context)
-                if (chosen is not None and chosen is not grpc.StatusCode.OK) or (
-                    _aborted_by_handler(exc)
-                ):
+                if chosen is not None and chosen is not grpc.StatusCode.OK:
                     # The handler chose the status; only make sure gRPC does not fill the
                     # empty details with the exception text.
                     if not _details_set(context):
