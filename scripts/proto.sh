@@ -17,7 +17,7 @@ $PY -m grpc_tools.protoc -I proto -I "$include" \
   --python_out="$OUT" --grpc_python_out="$OUT" \
   --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --mypy_out="$OUT" \
   --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc --mypy_grpc_out="$OUT" \
-  "${files[@]}"
+  "${files[@]}" 2>&1 | { grep -v "^Writing mypy" || true; }
 for f in "${files[@]}"; do
   d=$OUT/$(dirname "$f")
   [[ -f $d/__init__.py ]] || printf '"""Generated from proto/%s; do not edit."""\n' "$(dirname "$f")" > "$d/__init__.py"
@@ -35,7 +35,7 @@ if [[ $mode == --check ]]; then
   while IFS= read -r have; do
     rel=${have#services/common/src/}
     [[ -f $OUT/$rel ]] || { echo "orphan generated file: $have" >&2; stale=1; }
-  done < <(find services/common/src/signet -path '*/v1/*' \( -name '*_pb2*.py*' -o -name '__init__.py' \) -not -path '*/common/*')
+  done < <(find services/common/src/signet -path '*/v1/*' \( -name '*_pb2*.py*' -o -name '__init__.py' \))
   ((stale == 0)) || { echo "run 'make proto' and commit the result" >&2; exit 1; }
   echo "generated code is up to date"
 fi

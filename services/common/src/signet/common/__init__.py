@@ -1,1 +1,1 @@
-"""Signet's shared plumbing: the one place for config, serving, errors, storage, events and HSM access."""
+"""Signet's shared plumbing: config, serving, errors, storage, events and HSM access."""

@@ -61,3 +61,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # kafka-python is chatty at INFO about every reconnect.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Alembic lists every plugin it loads at INFO on each start.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

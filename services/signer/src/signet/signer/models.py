@@ -1,7 +1,8 @@
 """Signer tables: key records and the ids of signing grants already consumed.
 
 The token holds the key; the record holds its owner, state and history. A grant id is
-stored once, so a grant is accepted once."""
+stored once, so a grant is accepted once.
+"""
 
 from __future__ import annotations
 

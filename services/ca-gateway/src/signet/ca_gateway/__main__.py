@@ -1,0 +1,5 @@
+"""``python -m signet.ca_gateway``."""
+
+from signet.ca_gateway.server import main
+
+main()

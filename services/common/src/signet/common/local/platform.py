@@ -1,0 +1,280 @@
+"""The whole platform on one machine: ``make run`` / ``make stop`` / ``make status``.
+
+Starts, in order, the SoftHSM token (initialised once under the state dir), a single-node
+KRaft Kafka broker, and the five services as background processes, each with its own
+SQLite database and log file under the state dir. ``start`` returns once every service
+answers SERVING on the standard gRPC health service; ``stop`` sends SIGTERM (the services
+drain) and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from signet.common.local import kafka as kafka_runner
+from signet.common.local import softhsm
+
+KAFKA_PORT = 19092
+KAFKA_CONTROLLER_PORT = 19093
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    """One service as a local process: its module, env prefix and ports."""
+
+    name: str
+    package: str
+    grpc_port: int
+    metrics_port: int
+
+    @property
+    def prefix(self) -> str:
+        """Environment prefix of its settings, e.g. ``SIGNET_CA_GATEWAY_``."""
+        return f"SIGNET_{self.package.upper()}_"
+
+    @property
+    def address(self) -> str:
+        """Where its gRPC server listens."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+# Start order: the signer first (everyone else signs through it), notify last.
+_BASE = (
+    ("signer", "signer", 50053, 9103),
+    ("identity", "identity", 50051, 9101),
+    ("ca-gateway", "ca_gateway", 50052, 9102),
+    ("evidence", "evidence", 50054, 9104),
+    ("notify", "notify", 50055, 9105),
+)
+
+
+def port_offset() -> int:
+    """``SIGNET_LOCAL_PORT_OFFSET`` shifts every local port (a second copy, or tests)."""
+    return int(os.environ.get("SIGNET_LOCAL_PORT_OFFSET", "0"))
+
+
+def services() -> tuple[ServiceProcess, ...]:
+    """The five services with their local ports."""
+    off = port_offset()
+    return tuple(ServiceProcess(n, p, g + off, m + off) for n, p, g, m in _BASE)
+
+
+def state_dir() -> Path:
+    """Where local state lives: ``SIGNET_STATE_DIR`` or ``.state`` in the working dir."""
+    return Path(os.environ.get("SIGNET_STATE_DIR", ".state")).resolve()
+
+
+def health_status(address: str, timeout: float = 2.0) -> str:
+    """The overall health of the server at ``address`` ("SERVING", ..., or "DOWN")."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    except grpc.RpcError:
+        return "DOWN"
+
+
+def _pid_file(svc: ServiceProcess) -> Path:
+    return state_dir() / "run" / f"{svc.name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def service_env(
+    svc: ServiceProcess, token_env: Mapping[str, str], bootstrap: str
+) -> dict[str, str]:
+    """Environment of one service process: ports, its database, Kafka and the HSM."""
+    sd = state_dir()
+    env = dict(os.environ)
+    env.update(token_env)
+    p = svc.prefix
+    env[p + "GRPC_PORT"] = str(svc.grpc_port)
+    env[p + "METRICS_PORT"] = str(svc.metrics_port)
+    env[p + "DATABASE_URL"] = f"sqlite:///{sd / 'db' / (svc.name + '.db')}"
+    env[p + "KAFKA_BOOTSTRAP"] = bootstrap
+    for other in services():
+        env[p + other.package.upper() + "_TARGETS"] = other.address
+    return env
+
+
+def start(timeout: float = 120.0) -> int:
+    """Bring everything up (idempotent) and wait until healthy; returns an exit code."""
+    sd = state_dir()
+    for sub in ("logs", "run", "db"):
+        (sd / sub).mkdir(parents=True, exist_ok=True)
+    token = softhsm.ensure_token(sd)
+    token_env = dict(token.env)
+    token_env.update(
+        {
+            "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),
+            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": token.label,
+            "SIGNET_SIGNER_PKCS11_PIN": token.pin,
+        }
+    )
+    print(f"SoftHSM token '{token.label}' ready")
+    broker = _broker()
+    if not broker.is_running():
+        print("starting Kafka (first run fetches the broker with Maven) ...")
+        broker.start(timeout=180, detached=True)
+    print(f"Kafka broker at {broker.bootstrap}")
+    for svc in services():
+        if _read_pid(_pid_file(svc)) is not None:
+            continue
+        log = (sd / "logs" / f"{svc.name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"signet.{svc.package}"],
+            env=service_env(svc, token_env, broker.bootstrap),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _pid_file(svc).write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    pending = {svc.name: svc for svc in services()}
+    while pending and time.monotonic() < deadline:
+        for name, svc in list(pending.items()):
+            if _read_pid(_pid_file(svc)) is None:
+                print(f"{name} exited during start-up:", file=sys.stderr)
+                _print_tail(sd / "logs" / f"{name}.log")
+                return 1
+            if health_status(svc.address) == "SERVING":
+                del pending[name]
+        time.sleep(0.5)
+    if pending:
+        print(f"not healthy after {timeout:.0f}s: {', '.join(pending)}", file=sys.stderr)
+        for name in pending:
+            _print_tail(sd / "logs" / f"{name}.log")
+        return 1
+    print_table(broker.bootstrap)
+    return 0
+
+
+def _print_tail(log: Path, lines: int = 20) -> None:
+    """Print the last lines of a service log to stderr, so a failed start says why."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        tail = ["(no log written)"]
+    print(f"--- {log} (last {len(tail)} lines)", file=sys.stderr)
+    for line in tail:
+        print(line, file=sys.stderr)
+
+
+def print_table(bootstrap: str) -> None:
+    """Print every endpoint and its health."""
+    sd = state_dir()
+    rows = [("component", "gRPC", "metrics", "health", "log")]
+    for svc in services():
+        rows.append(
+            (
+                svc.name,
+                svc.address,
+                f"http://127.0.0.1:{svc.metrics_port}/metrics",
+                health_status(svc.address),
+                str(sd / "logs" / f"{svc.name}.log"),
+            )
+        )
+    rows.append(("kafka", bootstrap, "-", "UP" if bootstrap else "DOWN", str(sd / "kafka")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def _terminate_all(pids: Mapping[str, int], timeout: float) -> None:
+    """SIGTERM every process group at once (they drain in parallel), SIGKILL stragglers."""
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+        for pid in pids.values():
+            _reap(pid)
+        time.sleep(0.2)
+    for name, pid in pids.items():
+        if _alive(pid):
+            print(f"{name} did not drain in {timeout:.0f}s; killing it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop() -> int:
+    """Stop the services (SIGTERM, drain, then SIGKILL) and the broker."""
+    pids = {}
+    for svc in services():
+        pid = _read_pid(_pid_file(svc))
+        if pid is not None:
+            pids[svc.name] = pid
+    _terminate_all(pids, timeout=30)
+    for svc in services():
+        _pid_file(svc).unlink(missing_ok=True)
+    if pids:
+        print(f"stopped {', '.join(pids)}")
+    broker = _broker()
+    if broker.is_running():
+        broker.stop()
+        print("stopped kafka")
+    return 0
+
+
+def _broker() -> kafka_runner.KafkaBroker:
+    return kafka_runner.KafkaBroker(
+        state_dir() / "kafka",
+        port=KAFKA_PORT + port_offset(),
+        controller_port=KAFKA_CONTROLLER_PORT + port_offset(),
+    )
+
+
+def status() -> int:
+    """Print the health of every component; non-zero when any is not serving."""
+    broker = _broker()
+    print_table(broker.bootstrap if broker.is_running() else "")
+    healthy = all(health_status(s.address) == "SERVING" for s in services())
+    return 0 if healthy and broker.is_running() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m signet.common.local.platform start|stop|status``."""
+    parser = argparse.ArgumentParser(prog="signet-local", description=__doc__)
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    return {"start": start, "stop": stop, "status": status}[args.command]()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

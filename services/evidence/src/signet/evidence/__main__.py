@@ -1,0 +1,5 @@
+"""``python -m signet.evidence``."""
+
+from signet.evidence.server import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m signet.identity``."""
+
+from signet.identity.server import main
+
+main()

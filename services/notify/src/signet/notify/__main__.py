@@ -1,0 +1,5 @@
+"""``python -m signet.notify``."""
+
+from signet.notify.server import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m signet.signer``."""
+
+from signet.signer.server import main
+
+main()
