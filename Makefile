@@ -32,10 +32,9 @@ $(VENV)/.installed: requirements.lock $(foreach m,$(MEMBERS),$(m)/pyproject.toml
 
 venv: $(VENV)/.installed ## Python virtualenv from the lock file
 
-lock: ## re-resolve requirements.lock from the pyproject files
+lock: ## re-resolve requirements.lock from every member's pyproject
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q uv==$(UV_VERSION); }
-	$(UV) pip compile services/common/pyproject.toml pyproject.toml --extra dev \
-	  --generate-hashes --python-version 3.11 -o requirements.lock
+	$(PY) scripts/lock.py
 
 proto: venv ## regenerate Python code from proto/ (pinned grpcio-tools + mypy-protobuf)
 	@bash scripts/proto.sh

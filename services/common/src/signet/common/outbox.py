@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, delete, select, update
+from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, delete, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from signet.common.bus import Publisher
@@ -125,6 +125,33 @@ class Outbox:
         )
         session.add(row)
         return row
+
+    @staticmethod
+    def add_many(
+        session: Session, topic: str, envelopes: Sequence[EventEnvelope]
+    ) -> None:
+        """Store many envelopes in one multi-row insert (hot paths: a batch of signatures).
+
+        Same semantics as :meth:`add` (published only if the caller commits, keyed by
+        subject) without building an ORM object per row.
+        """
+        if not envelopes:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "event_id": env.id,
+                "topic": topic,
+                "key": env.subject.encode() if env.subject else None,
+                "envelope": encode_envelope(env),
+                "headers": [[name, value.decode()] for name, value in envelope_headers(env)],
+                "created_at": now,
+                "published_at": None,
+                "attempts": 0,
+            }
+            for env in envelopes
+        ]
+        session.execute(insert(OutboxMessage), rows)
 
 
 def process_once(session: Session, consumer: str, event_id: str) -> bool:
