@@ -27,6 +27,11 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     grpc_max_workers: int = Field(default=32, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
+    # Worker processes of one service share its port (SO_REUSEPORT); off by default so
+    # that a port clash fails loudly.
+    grpc_reuse_port: bool = False
+    # Off in worker processes whose parent serves their combined /metrics.
+    metrics_enabled: bool = True
 
     database_url: str = "sqlite:///signet.db"
     database_echo: bool = False

@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, delete, insert, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Integer,
+    LargeBinary,
+    String,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from signet.common.bus import Publisher
@@ -127,9 +137,7 @@ class Outbox:
         return row
 
     @staticmethod
-    def add_many(
-        session: Session, topic: str, envelopes: Sequence[EventEnvelope]
-    ) -> None:
+    def add_many(session: Session, topic: str, envelopes: Sequence[EventEnvelope]) -> None:
         """Store many envelopes in one multi-row insert (hot paths: a batch of signatures).
 
         Same semantics as :meth:`add` (published only if the caller commits, keyed by

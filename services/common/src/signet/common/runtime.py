@@ -36,12 +36,26 @@ class Runtime:
     background: list[Background] = field(default_factory=list)
 
     @classmethod
-    def open(cls, settings: ServiceSettings, migrations_dir: str | Path) -> Runtime:
-        """Open and migrate the database; set up the outbox relay when Kafka is set."""
+    def open(
+        cls,
+        settings: ServiceSettings,
+        migrations_dir: str | Path | None,
+        *,
+        relay: bool = True,
+    ) -> Runtime:
+        """Open the database, migrate it, and set up the outbox relay when Kafka is set.
+
+        ``migrations_dir`` None skips migrating and ``relay`` False skips the relay: worker
+        processes of one service pass ``None`` (their parent migrated) and let only
+        one of them relay.
+        """
         configure_logging(settings.service_name, settings.log_level)
         db = Database.from_url(settings.database_url, echo=settings.database_echo)
-        db.migrate(migrations_dir)
+        if migrations_dir is not None:
+            db.migrate(migrations_dir)
         runtime = cls(settings=settings, db=db)
+        if not relay:
+            return runtime
         if settings.kafka_bootstrap:
             publisher = KafkaPublisher(
                 settings.kafka_bootstrap,

@@ -168,7 +168,10 @@ class SignetServer:
             if self._server is not None:
                 raise RuntimeError("server already started")
             settings = self._settings
-            self._metrics = MetricsServer(settings.grpc_host, settings.metrics_port, self._registry)
+            if settings.metrics_enabled:
+                self._metrics = MetricsServer(
+                    settings.grpc_host, settings.metrics_port, self._registry
+                )
             try:
                 self._server = self._build()
                 credentials = server_credentials(settings)
@@ -206,7 +209,10 @@ class SignetServer:
                     tracer_provider=self._tracer_provider,
                 )
             ),
-            options=list(SERVER_OPTIONS),
+            options=[
+                *(opt for opt in SERVER_OPTIONS if opt[0] != "grpc.so_reuseport"),
+                ("grpc.so_reuseport", 1 if settings.grpc_reuse_port else 0),
+            ],
         )
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -18,3 +18,8 @@ class SignerSettings(ServiceSettings):
     metrics_port: int = Field(default=9103, ge=0, le=65535)
     database_url: str = "sqlite:///.state/db/signer.db"
     max_batch_size: int = Field(default=1000, ge=1, le=10000)
+    # Worker processes sharing the gRPC port (SO_REUSEPORT); 0 = one per CPU core.
+    workers: int = Field(default=0, ge=0, le=64)
+    # RFC 3161 timestamp authority for CAdES/PAdES B-T; empty = B-B only.
+    tsa_url: str = ""
+    tsa_timeout_seconds: float = Field(default=10.0, gt=0)

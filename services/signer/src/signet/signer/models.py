@@ -51,6 +51,9 @@ class KeyRecord(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     destroyed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    retirement_reason: Mapped[str | None] = mapped_column(String(32))
+    # The caller's idempotency key for CreateKey: a retried request returns the same key.
+    request_id: Mapped[str | None] = mapped_column(String(128), unique=True)
 
 
 class ConsumedGrant(Base):

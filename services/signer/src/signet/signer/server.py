@@ -1,22 +1,200 @@
-"""The signer process: ``python -m signet.signer`` or ``signet-signer``."""
+"""The signer process: ``python -m signet.signer`` or ``signet-signer``.
+
+CPython runs one thread of Python at a time, so one process cannot use both cores for
+RPC handling and HSM calls. The signer therefore runs ``workers`` processes (one per core
+by default) that share the gRPC port with SO_REUSEPORT, the kernel spreading connections
+over them. The parent never loads the PKCS#11 module (a module must not be inherited over
+fork); it migrates the database, checks that the port is free, starts the workers,
+restarts one that dies, serves their combined /metrics and passes SIGTERM on for a drain.
+Only worker 0 runs the outbox relay.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import FrameType
+
+from signet.common.db import Database
+from signet.common.keys import KeyBackend
+from signet.common.logging import configure_logging
+from signet.common.metrics import MetricsServer
 from signet.common.runtime import Runtime, run
 from signet.signer.config import SignerSettings
 from signet.signer.models import MIGRATIONS_DIR
+from signet.signer.service import Signer
+from signet.signer.servicer import SignerServicer
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 
 SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
+WORKER_ENV = "SIGNET_SIGNER_WORKER_INDEX"
+_log = logging.getLogger("signet.signer.server")
 
 
 def main() -> None:
-    """Migrate the database, then serve until SIGTERM."""
-    runtime = Runtime.open(SignerSettings(), MIGRATIONS_DIR)
-    run(
-        runtime,
-        # Every RPC answers UNIMPLEMENTED until this service's servicer is built.
-        signer_pb2_grpc.SignerServiceServicer(),  # type: ignore[abstract]
-        signer_pb2_grpc.add_SignerServiceServicer_to_server,
-        service_names=[SERVICE_NAME],
+    """Serve until SIGTERM: one worker in this process, or a supervisor of several."""
+    settings = SignerSettings()
+    index = os.environ.get(WORKER_ENV)
+    if index is not None:
+        serve_worker(settings, int(index), migrate=False)
+        return
+    workers = settings.workers or os.cpu_count() or 1
+    if workers == 1:
+        serve_worker(settings, 0, migrate=True)
+    else:
+        sys.exit(Supervisor(settings, workers).run())
+
+
+def open_backend(settings: SignerSettings) -> tuple[KeyBackend, object]:
+    """The PKCS#11 key backend for the configured token, and the pool to close later."""
+    from signet.common.pkcs11 import Pkcs11KeyBackend, Pkcs11Pool
+
+    pool = Pkcs11Pool(
+        settings.pkcs11_module,
+        settings.pkcs11_token_label,
+        settings.pkcs11_pin.get_secret_value(),
+        settings.pkcs11_pool_size,
     )
+    return Pkcs11KeyBackend(pool), pool
+
+
+def serve_worker(settings: SignerSettings, index: int, *, migrate: bool) -> None:
+    """Run one signer server in this process until SIGTERM."""
+    runtime = Runtime.open(settings, MIGRATIONS_DIR if migrate else None, relay=index == 0)
+    backend, pool = open_backend(settings)
+    try:
+        signer = Signer(
+            runtime.db,
+            backend,
+            max_batch=settings.max_batch_size,
+            on_commit=runtime.committed,
+        )
+        run(
+            runtime,
+            SignerServicer(signer, tsa_url=settings.tsa_url),
+            signer_pb2_grpc.add_SignerServiceServicer_to_server,
+            service_names=[SERVICE_NAME],
+        )
+    finally:
+        pool.close()  # type: ignore[attr-defined]
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes."""
+
+    RESTART_BACKOFF_MAX = 30.0
+
+    def __init__(self, settings: SignerSettings, workers: int) -> None:
+        self._settings = settings
+        self._workers = workers
+        self._stop = threading.Event()
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._failures: dict[int, int] = {}
+        self._multiproc_dir = ""
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit code."""
+        settings = self._settings
+        configure_logging(settings.service_name, settings.log_level)
+        port = self._check_port()
+        db = Database.from_url(settings.database_url)
+        try:
+            db.migrate(MIGRATIONS_DIR)
+        finally:
+            db.dispose()
+        self._multiproc_dir = tempfile.mkdtemp(prefix="signet-signer-metrics-")
+        env = dict(os.environ)
+        env["PROMETHEUS_MULTIPROC_DIR"] = self._multiproc_dir
+        env["SIGNET_SIGNER_GRPC_PORT"] = str(port)
+        env["SIGNET_SIGNER_GRPC_REUSE_PORT"] = "true"
+        env["SIGNET_SIGNER_METRICS_ENABLED"] = "false"
+        metrics = self._metrics_server()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        _log.info("starting workers", extra={"workers": self._workers, "grpc_port": port})
+        try:
+            for index in range(self._workers):
+                self._spawn(index, env)
+            while not self._stop.wait(timeout=0.5):
+                self._restart_dead(env)
+            return self._drain()
+        finally:
+            if metrics is not None:
+                metrics.stop()
+            shutil.rmtree(self._multiproc_dir, ignore_errors=True)
+
+    def _check_port(self) -> int:
+        """Fail loudly when another program holds the port; pick one for port 0."""
+        settings = self._settings
+        family = socket.AF_INET6 if ":" in settings.grpc_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((settings.grpc_host, settings.grpc_port))
+            except OSError as err:
+                raise SystemExit(f"signer: cannot bind {settings.grpc_address}: {err}") from None
+            return int(probe.getsockname()[1])
+
+    def _metrics_server(self) -> MetricsServer | None:
+        if not self._settings.metrics_enabled:
+            return None
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._multiproc_dir
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self._multiproc_dir)  # type: ignore[no-untyped-call]
+        return MetricsServer(self._settings.grpc_host, self._settings.metrics_port, registry)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop.set()
+
+    def _spawn(self, index: int, env: dict[str, str]) -> None:
+        worker_env = dict(env)
+        worker_env[WORKER_ENV] = str(index)
+        self._procs[index] = subprocess.Popen(
+            [sys.executable, "-m", "signet.signer"], env=worker_env, stdin=subprocess.DEVNULL
+        )
+
+    def _restart_dead(self, env: dict[str, str]) -> None:
+        for index, proc in list(self._procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(proc.pid, self._multiproc_dir)  # type: ignore[no-untyped-call]
+            failures = self._failures.get(index, 0) + 1
+            self._failures[index] = failures
+            delay = min(2.0 ** (failures - 1), self.RESTART_BACKOFF_MAX)
+            _log.error(
+                "worker exited; restarting",
+                extra={"worker": index, "exit_code": code, "restart_in_seconds": delay},
+            )
+            if self._stop.wait(timeout=delay):
+                return
+            self._spawn(index, env)
+
+    def _drain(self) -> int:
+        """Pass SIGTERM on, wait for the workers' drain, kill what is left."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._settings.drain_seconds + 10
+        code = 0
+        for index, proc in self._procs.items():
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                _log.error("worker did not drain; killing it", extra={"worker": index})
+                proc.kill()
+                proc.wait()
+                code = 1
+        _log.info("workers stopped")
+        return code

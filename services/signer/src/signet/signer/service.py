@@ -1,0 +1,669 @@
+"""The signer's rules: who may create, use, disable and destroy which key.
+
+Every private-key operation in Signet passes through here. Two kinds of key:
+
+* subscriber keys, owned by (tenant, account): they sign only with a signing grant from
+  identity naming this key, this account and these exact digests; a grant is accepted
+  once. A caller that acts for one tenant never touches another tenant's keys.
+* system keys, owned by a platform component (the CA, the evidence log, identity's grant
+  key): only that component, authenticated as itself, may use or manage them.
+
+The HSM sits behind :class:`signet.common.keys.KeyBackend`. Records, consumed grants and
+events commit together (transactional outbox). Signing happens *before* the write
+transaction so no database lock is held during HSM work; a signature is returned only
+after its grant was consumed and its event committed, and is discarded otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from sqlalchemy import exc, insert, select, update
+from sqlalchemy.orm import Session
+
+from signet.common.auth import Principal
+from signet.common.db import Database, utcnow
+from signet.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+)
+from signet.common.events import SIGNATURE_TOPIC, EventEnvelope, new_envelope
+from signet.common.grants import GrantClaims, verify_grant
+from signet.common.keys import (
+    KEY_SPECS,
+    HashAlgorithm,
+    KeyAlgorithm,
+    KeyBackend,
+    SignatureScheme,
+)
+from signet.common.outbox import Outbox
+from signet.signer import convert
+from signet.signer.domain import (
+    DEFAULT_SCHEME,
+    EventContext,
+    KeyOwner,
+    KeyView,
+    Purpose,
+    RetirementReason,
+    SignItem,
+    SignResult,
+)
+from signet.signer.models import ConsumedGrant, KeyRecord, KeyState
+
+SOURCE = "signer"
+DEFAULT_SYSTEM_OWNERS = frozenset({"ca-gateway", "evidence", "identity", "notify", "signer"})
+GRANT_ISSUER_OWNER = "identity"
+
+
+@dataclass
+class _Pending:
+    """An item between validation and commit."""
+
+    index: int
+    item: SignItem
+    key: KeyView
+    scheme: SignatureScheme
+    named_digest: bytes
+    grant: GrantClaims | None
+    signature: bytes = b""
+
+
+class GrantKeys:
+    """Identity's grant verification keys, read from the signer's own key records.
+
+    Identity's grant key is a system key held right here (owner ``identity``, purpose
+    grant_signing), so the signer needs no configuration to trust it and sees rotations
+    as soon as the new key exists. Cached for ``ttl`` seconds; an unknown kid refreshes
+    the cache at most once a second.
+    """
+
+    def __init__(self, db: Database, ttl: float = 5.0) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._loaded = float("-inf")
+
+    def get(self, *, refresh: bool = False) -> Mapping[str, ec.EllipticCurvePublicKey]:
+        """Current verification keys by kid (key id)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = now - self._loaded > self._ttl
+            if stale or (refresh and now - self._loaded > 1.0):
+                self._keys = self._load()
+                self._loaded = now
+            return self._keys
+
+    def _load(self) -> dict[str, ec.EllipticCurvePublicKey]:
+        stmt = select(KeyRecord.id, KeyRecord.public_key_der).where(
+            KeyRecord.system_owner == GRANT_ISSUER_OWNER,
+            KeyRecord.purpose == Purpose.GRANT_SIGNING.value,
+            KeyRecord.algorithm == KeyAlgorithm.EC_P256.value,
+            # A disabled grant key still verifies the grants it issued until they expire
+            # (minutes); a destroyed one does not.
+            KeyRecord.state != KeyState.DESTROYED,
+        )
+        keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        with self._db.session() as session:
+            for key_id, der in session.execute(stmt):
+                public = load_der_public_key(der)
+                if isinstance(public, ec.EllipticCurvePublicKey):
+                    keys[key_id] = public
+        return keys
+
+
+@dataclass
+class Signer:
+    """Key lifecycle and grant-checked signing over a :class:`KeyBackend`."""
+
+    db: Database
+    backend: KeyBackend
+    max_batch: int = 1000
+    system_owners: frozenset[str] = DEFAULT_SYSTEM_OWNERS
+    on_commit: Callable[[], None] = lambda: None
+    grant_keys: GrantKeys | None = None
+    _clock: Callable[[], datetime] = field(default=utcnow, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.grant_keys is None:
+            self.grant_keys = GrantKeys(self.db)
+
+    # ---- key lifecycle -------------------------------------------------------------
+
+    def create_key(
+        self,
+        caller: Principal,
+        owner: KeyOwner,
+        algorithm: KeyAlgorithm,
+        purpose: Purpose,
+        request_id: str = "",
+    ) -> KeyView:
+        """Generate a key pair inside the HSM for ``owner`` and record it.
+
+        ``request_id`` makes the call idempotent: a retry with the same id returns the key
+        the first call created (and fails if it asked for something else).
+        """
+        self._validate_owner(owner, purpose)
+        self._check_manage(caller, owner)
+        if len(request_id) > 128:
+            raise InvalidArgument("request_id must be at most 128 characters")
+        if request_id:
+            existing = self._by_request_id(request_id)
+            if existing is not None:
+                return self._same_request(existing, owner, algorithm, purpose)
+        if algorithm not in self.backend.supported_algorithms():
+            raise FailedPrecondition(f"this HSM does not offer {algorithm.value} keys")
+        key_id = "k-" + uuid.uuid4().hex
+        spki = self.backend.generate(key_id, algorithm)
+        now = self._clock()
+        record = KeyRecord(
+            id=key_id,
+            algorithm=algorithm.value,
+            purpose=purpose.value,
+            tenant=owner.tenant or None,
+            account_id=owner.account or None,
+            system_owner=owner.system or None,
+            public_key_der=spki,
+            state=KeyState.ACTIVE,
+            sign_count=0,
+            created_at=now,
+            request_id=request_id or None,
+        )
+        try:
+            with self.db.session() as session:
+                session.add(record)
+                session.flush()
+                view = _view(record)
+                self._add_key_event(session, view, caller, "created")
+        except BaseException as err:
+            # The record did not commit: the token object must not outlive it.
+            self._destroy_quietly(key_id)
+            if request_id and isinstance(err, AlreadyExists):
+                # A concurrent retry of the same request won the race: answer with its key.
+                existing = self._by_request_id(request_id)
+                if existing is not None:
+                    return self._same_request(existing, owner, algorithm, purpose)
+            raise
+        self.on_commit()
+        return view
+
+    def get_key(self, caller: Principal, key_id: str) -> KeyView:
+        """A key's public facts, if the caller may see it."""
+        view = self._load(key_id)
+        self._check_view(caller, view.owner)
+        return view
+
+    def public_key(self, key_id: str) -> KeyView:
+        """A key's public key: public information, for anyone who knows the id."""
+        return self._load(key_id)
+
+    def list_keys(
+        self,
+        caller: Principal,
+        *,
+        tenant: str = "",
+        account: str = "",
+        system_owner: str = "",
+        purpose: Purpose | None = None,
+        state: KeyState | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[KeyView], str]:
+        """One owner's keys, ordered by id; ``page_token`` is the last id of the page before."""
+        if system_owner:
+            if tenant or account:
+                raise InvalidArgument("list by tenant (and account) or by system owner, not both")
+            self._check_view(caller, KeyOwner(system=system_owner))
+        elif tenant:
+            self._check_view(caller, KeyOwner(tenant=tenant, account=account))
+        else:
+            raise InvalidArgument("tenant_id or system_owner is required")
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        size = min(page_size or 50, 500)
+        stmt = select(KeyRecord).where(KeyRecord.id > page_token)
+        if system_owner:
+            stmt = stmt.where(KeyRecord.system_owner == system_owner)
+        else:
+            stmt = stmt.where(KeyRecord.tenant == tenant)
+            if account:
+                stmt = stmt.where(KeyRecord.account_id == account)
+        if purpose is not None:
+            stmt = stmt.where(KeyRecord.purpose == purpose.value)
+        if state is not None:
+            stmt = stmt.where(KeyRecord.state == state)
+        with self.db.session() as session:
+            rows = session.scalars(stmt.order_by(KeyRecord.id).limit(size + 1)).all()
+            views = [_view(r) for r in rows]
+        more = len(views) > size
+        views = views[:size]
+        return views, (views[-1].key_id if more and views else "")
+
+    def disable_key(self, caller: Principal, key_id: str, reason: RetirementReason) -> KeyView:
+        """Stop a key from signing (e.g. its certificate was revoked); it cannot come back."""
+        return self._retire(caller, key_id, KeyState.DISABLED, reason)
+
+    def destroy_key(self, caller: Principal, key_id: str, reason: RetirementReason) -> KeyView:
+        """Delete the private key from the HSM; the record and its history stay."""
+        return self._retire(caller, key_id, KeyState.DESTROYED, reason)
+
+    def _retire(
+        self, caller: Principal, key_id: str, target: KeyState, reason: RetirementReason
+    ) -> KeyView:
+        _check_key_id(key_id)
+        with self.db.session() as session:
+            record = session.get(KeyRecord, key_id)
+            if record is None:
+                raise NotFound(f"key {key_id} not found")
+            owner = _owner(record)
+            self._check_manage(caller, owner)
+            if record.state is KeyState.DESTROYED:
+                raise FailedPrecondition(f"key {key_id} is already destroyed")
+            if record.state is target:
+                raise FailedPrecondition(f"key {key_id} is already {target.value}")
+            now = self._clock()
+            if record.disabled_at is None:
+                record.disabled_at = now
+            if target is KeyState.DESTROYED:
+                record.destroyed_at = now
+            record.state = target
+            record.retirement_reason = reason.value
+            session.flush()
+            view = _view(record)
+            self._add_key_event(session, view, caller, target.value)
+            if target is KeyState.DESTROYED and self.backend.exists(key_id):
+                # Inside the transaction: if the token refuses, the state does not change.
+                self.backend.destroy(key_id)
+        self.on_commit()
+        return view
+
+    # ---- signing -------------------------------------------------------------------
+
+    def sign(
+        self,
+        caller: Principal,
+        items: Sequence[SignItem],
+        *,
+        batch_grant: str = "",
+        context: EventContext | None = None,
+    ) -> list[SignResult]:
+        """Sign each item; every item gets its own result or error, in request order.
+
+        ``batch_grant`` applies to items without a grant of their own. Errors of the
+        whole call (no items, too many) raise.
+        """
+        if not items:
+            raise InvalidArgument("at least one item to sign is required")
+        if len(items) > self.max_batch:
+            raise InvalidArgument(f"at most {self.max_batch} items per call")
+        results: list[SignResult | None] = [None] * len(items)
+        keys = self._load_many({i.key_id for i in items})
+        grants: dict[str, GrantClaims | ServiceError] = {}
+        pending: list[_Pending] = []
+        for index, item in enumerate(items):
+            try:
+                pending.append(self._admit(caller, index, item, keys, grants, batch_grant))
+            except ServiceError as err:
+                results[index] = SignResult(item_id=item.item_id, key_id=item.key_id, error=err)
+        signed: list[_Pending] = []
+        for p in pending:
+            try:
+                p.signature = self.backend.sign(
+                    p.key.key_id,
+                    p.scheme,
+                    None if p.item.is_message else p.item.hash_alg,
+                    p.item.data,
+                )
+            except ServiceError as err:
+                results[p.index] = SignResult(
+                    item_id=p.item.item_id, key_id=p.key.key_id, error=err
+                )
+                continue
+            signed.append(p)
+        if signed:
+            for index, result in self._commit(caller, signed, context or EventContext()).items():
+                results[index] = result
+            self.on_commit()
+        return [r for r in results if r is not None]
+
+    def _admit(
+        self,
+        caller: Principal,
+        index: int,
+        item: SignItem,
+        keys: Mapping[str, KeyView],
+        grants: dict[str, GrantClaims | ServiceError],
+        batch_grant: str,
+    ) -> _Pending:
+        key = keys.get(item.key_id)
+        if key is None:
+            _check_key_id(item.key_id)
+            raise NotFound(f"key {item.key_id} not found")
+        self._check_use(caller, key.owner)
+        if key.state is not KeyState.ACTIVE:
+            raise FailedPrecondition(f"key {key.key_id} is {key.state.value}")
+        scheme = item.scheme or DEFAULT_SCHEME[key.algorithm]
+        if scheme not in KEY_SPECS[key.algorithm].schemes:
+            allowed = ", ".join(sorted(s.value for s in KEY_SPECS[key.algorithm].schemes))
+            raise InvalidArgument(
+                f"key {key.key_id} is {key.algorithm.value}; it signs with {allowed}, "
+                f"not {scheme.value}"
+            )
+        named = self._named_digest(item, scheme)
+        claims: GrantClaims | None = None
+        if not key.owner.system:
+            token = item.grant or batch_grant
+            if not token:
+                raise PermissionDenied(f"signing with subscriber key {key.key_id} needs a grant")
+            claims = self._grant(token, grants)
+            if claims.key_id != key.key_id:
+                raise PermissionDenied("signing grant is for another key")
+            if claims.tenant != key.owner.tenant or claims.account != key.owner.account:
+                raise PermissionDenied("signing grant is for another account")
+            if named not in claims.digests:
+                raise PermissionDenied("signing grant does not name this digest")
+        return _Pending(index, item, key, scheme, named, claims)
+
+    @staticmethod
+    def _named_digest(item: SignItem, scheme: SignatureScheme) -> bytes:
+        """The digest a grant must name (and events record) for this item."""
+        if item.authorized_digest:
+            Signer._check_input(item, scheme)
+            return item.authorized_digest
+        return Signer._check_input(item, scheme)
+
+    @staticmethod
+    def _check_input(item: SignItem, scheme: SignatureScheme) -> bytes:
+        """Validate what goes to the HSM; return the digest that names it."""
+        if scheme is SignatureScheme.ED25519:
+            if not item.is_message or not item.data:
+                raise InvalidArgument("Ed25519 signs the message itself: send `message`")
+            if len(item.data) > 1024 * 1024:
+                raise InvalidArgument("an Ed25519 message may be at most 1 MiB")
+            alg = item.hash_alg or HashAlgorithm.SHA256
+            if alg is HashAlgorithm.SM3:
+                raise InvalidArgument("name an Ed25519 message by SHA-256/384/512")
+            return hashlib.new(alg.value.lower(), item.data).digest()
+        if item.is_message:
+            raise InvalidArgument(f"{scheme.value} signs a digest: send `digest`, not `message`")
+        if item.hash_alg is None:
+            raise InvalidArgument("digest.algorithm is required")
+        if len(item.data) != item.hash_alg.digest_size:
+            raise InvalidArgument(
+                f"a {item.hash_alg.value} digest is {item.hash_alg.digest_size} bytes, "
+                f"got {len(item.data)}"
+            )
+        return item.data
+
+    def _grant(self, token: str, cache: dict[str, GrantClaims | ServiceError]) -> GrantClaims:
+        found = cache.get(token)
+        if found is None:
+            assert self.grant_keys is not None
+            try:
+                try:
+                    found = verify_grant(token, self.grant_keys.get(), self._clock())
+                except PermissionDenied as err:
+                    if "unknown key" not in err.message:
+                        raise
+                    # A grant key created moments ago (rotation): look again once.
+                    found = verify_grant(token, self.grant_keys.get(refresh=True), self._clock())
+            except ServiceError as err:
+                found = err
+            cache[token] = found
+        if isinstance(found, ServiceError):
+            raise found
+        return found
+
+    def _commit(
+        self, caller: Principal, signed: Sequence[_Pending], context: EventContext
+    ) -> dict[int, SignResult]:
+        """Consume grants, count uses and write events in one transaction."""
+        now = self._clock()
+        results: dict[int, SignResult] = {}
+        with self.db.session() as session:
+            accepted = self._consume_grants(session, signed, now, results)
+            accepted = self._count_uses(session, accepted, now, results)
+            envelopes = []
+            for p in accepted:
+                signature_id = "sig-" + uuid.uuid4().hex
+                envelopes.append(_signature_event(p, signature_id, caller, context, now))
+                results[p.index] = SignResult(
+                    item_id=p.item.item_id,
+                    signature=p.signature,
+                    signature_id=signature_id,
+                    scheme=p.scheme,
+                    key_id=p.key.key_id,
+                    signed_at=now,
+                )
+            Outbox.add_many(session, SIGNATURE_TOPIC, envelopes)
+        return results
+
+    @staticmethod
+    def _consume_grants(
+        session: Session, signed: Sequence[_Pending], now: datetime, results: dict[int, SignResult]
+    ) -> list[_Pending]:
+        """Record each grant id once; items whose grant was already used are denied."""
+        replayed: set[str] = set()
+        seen: set[str] = set()
+        for p in signed:
+            if p.grant is None or p.grant.grant_id in seen:
+                continue
+            seen.add(p.grant.grant_id)
+            try:
+                with session.begin_nested():
+                    session.execute(
+                        insert(ConsumedGrant).values(
+                            grant_id=p.grant.grant_id,
+                            key_id=p.key.key_id,
+                            consumed_at=now,
+                            expires_at=p.grant.expires_at,
+                        )
+                    )
+            except exc.IntegrityError:
+                replayed.add(p.grant.grant_id)
+        accepted = []
+        for p in signed:
+            if p.grant is not None and p.grant.grant_id in replayed:
+                results[p.index] = SignResult(
+                    item_id=p.item.item_id,
+                    key_id=p.key.key_id,
+                    error=PermissionDenied("signing grant has already been used"),
+                )
+            else:
+                accepted.append(p)
+        return accepted
+
+    @staticmethod
+    def _count_uses(
+        session: Session,
+        accepted: Sequence[_Pending],
+        now: datetime,
+        results: dict[int, SignResult],
+    ) -> list[_Pending]:
+        """Bump each key's counters, only while it is still active.
+
+        A key disabled by another call meanwhile keeps its state; its signatures are discarded.
+        """
+        per_key: dict[str, int] = {}
+        for p in accepted:
+            per_key[p.key.key_id] = per_key.get(p.key.key_id, 0) + 1
+        retired: set[str] = set()
+        for key_id, count in per_key.items():
+            changed = session.execute(
+                update(KeyRecord)
+                .where(KeyRecord.id == key_id, KeyRecord.state == KeyState.ACTIVE)
+                .values(sign_count=KeyRecord.sign_count + count, last_used_at=now)
+            )
+            if not getattr(changed, "rowcount", 1):
+                retired.add(key_id)
+        kept = []
+        for p in accepted:
+            if p.key.key_id in retired:
+                results[p.index] = SignResult(
+                    item_id=p.item.item_id,
+                    key_id=p.key.key_id,
+                    error=FailedPrecondition(f"key {p.key.key_id} was retired while signing"),
+                )
+            else:
+                kept.append(p)
+        return kept
+
+    # ---- access rules --------------------------------------------------------------
+
+    def _validate_owner(self, owner: KeyOwner, purpose: Purpose) -> None:
+        if owner.system:
+            if owner.tenant or owner.account:
+                raise InvalidArgument("a key has either a system owner or a tenant and account")
+            if owner.system not in self.system_owners:
+                known = ", ".join(sorted(self.system_owners))
+                raise InvalidArgument(f"unknown system owner {owner.system!r}; one of: {known}")
+            if purpose is Purpose.SUBSCRIBER_SIGNING:
+                raise InvalidArgument("subscriber_signing keys belong to a tenant and account")
+            return
+        if not (owner.tenant and owner.account):
+            raise InvalidArgument("owner needs a tenant and an account, or a system owner")
+        if len(owner.tenant) > 64 or len(owner.account) > 64:
+            raise InvalidArgument("tenant and account ids are at most 64 characters")
+        if purpose is not Purpose.SUBSCRIBER_SIGNING:
+            raise InvalidArgument(f"a {purpose.value} key must have a system owner")
+
+    @staticmethod
+    def _check_view(caller: Principal, owner: KeyOwner) -> None:
+        """Seeing a key's record: no caller acting for another tenant."""
+        if caller.tenant is not None and caller.tenant != owner.tenant:
+            raise PermissionDenied("the key belongs to another tenant")
+
+    def _check_manage(self, caller: Principal, owner: KeyOwner) -> None:
+        """Creating, disabling, destroying: system keys only by their own component."""
+        self._check_use(caller, owner)
+
+    @staticmethod
+    def _check_use(caller: Principal, owner: KeyOwner) -> None:
+        if owner.system:
+            if caller.kind != "service" or caller.subject != owner.system:
+                raise PermissionDenied(
+                    f"only the {owner.system} service may use or manage its system keys"
+                )
+            return
+        if caller.tenant is not None and caller.tenant != owner.tenant:
+            raise PermissionDenied("the key belongs to another tenant")
+
+    # ---- records and events ------------------------------------------------------
+
+    def _load(self, key_id: str) -> KeyView:
+        _check_key_id(key_id)
+        found = self._load_many({key_id}).get(key_id)
+        if found is None:
+            raise NotFound(f"key {key_id} not found")
+        return found
+
+    def _load_many(self, key_ids: Iterable[str]) -> dict[str, KeyView]:
+        ids = [k for k in key_ids if k]
+        if not ids:
+            return {}
+        with self.db.session() as session:
+            rows = session.scalars(select(KeyRecord).where(KeyRecord.id.in_(ids))).all()
+            return {r.id: _view(r) for r in rows}
+
+    def _by_request_id(self, request_id: str) -> KeyView | None:
+        with self.db.session() as session:
+            row = session.scalars(
+                select(KeyRecord).where(KeyRecord.request_id == request_id)
+            ).first()
+            return _view(row) if row is not None else None
+
+    @staticmethod
+    def _same_request(
+        existing: KeyView, owner: KeyOwner, algorithm: KeyAlgorithm, purpose: Purpose
+    ) -> KeyView:
+        if (existing.owner, existing.algorithm, existing.purpose) != (owner, algorithm, purpose):
+            raise AlreadyExists("request_id was already used for a different key request")
+        return existing
+
+    def _destroy_quietly(self, key_id: str) -> None:
+        with contextlib.suppress(ServiceError):
+            self.backend.destroy(key_id)
+
+    @staticmethod
+    def _add_key_event(session: Session, view: KeyView, caller: Principal, change: str) -> None:
+        payload = convert.key_event(view, change)
+        envelope = new_envelope(
+            payload, source=SOURCE, subject=view.key_id, tenant=view.owner.tenant
+        )
+        envelope.actor.service = caller.subject
+        Outbox.add(session, SIGNATURE_TOPIC, envelope)
+
+
+def _check_key_id(key_id: str) -> None:
+    if not key_id:
+        raise InvalidArgument("key_id is required")
+    if len(key_id) > 64:
+        raise InvalidArgument("key_id is at most 64 characters")
+
+
+def _owner(record: KeyRecord) -> KeyOwner:
+    return KeyOwner(
+        tenant=record.tenant or "",
+        account=record.account_id or "",
+        system=record.system_owner or "",
+    )
+
+
+def _view(record: KeyRecord) -> KeyView:
+    return KeyView(
+        key_id=record.id,
+        algorithm=KeyAlgorithm(record.algorithm),
+        purpose=Purpose(record.purpose),
+        owner=_owner(record),
+        state=record.state,
+        public_key_der=record.public_key_der,
+        created_at=record.created_at,
+        last_used_at=record.last_used_at,
+        disabled_at=record.disabled_at,
+        destroyed_at=record.destroyed_at,
+        retirement_reason=RetirementReason(record.retirement_reason or "unspecified"),
+        sign_count=record.sign_count,
+    )
+
+
+def _signature_event(
+    p: _Pending, signature_id: str, caller: Principal, context: EventContext, now: datetime
+) -> EventEnvelope:
+    hash_alg = p.item.hash_alg or HashAlgorithm.SHA256
+    payload = convert.signature_event(
+        signature_id=signature_id,
+        key=p.key,
+        grant_id=p.grant.grant_id if p.grant else "",
+        hash_alg=hash_alg,
+        digest=p.named_digest,
+        scheme=p.scheme,
+        signature=p.signature,
+        caller=caller.subject,
+        context=context,
+    )
+    envelope = new_envelope(
+        payload, source=SOURCE, subject=p.key.key_id, tenant=p.key.owner.tenant, time=now
+    )
+    envelope.actor.service = caller.subject
+    if p.key.owner.account:
+        envelope.actor.tenant_id = p.key.owner.tenant
+        envelope.actor.account_id = p.key.owner.account
+    envelope.transaction_id = context.transaction_id
+    envelope.digests.append(convert.digest_message(hash_alg, p.named_digest))
+    return envelope
+
+
+__all__ = ["SOURCE", "GrantKeys", "Signer"]

@@ -1,0 +1,325 @@
+"""SignerService over gRPC: requests to domain calls, results to responses.
+
+Nothing here decides who may do what; :class:`signet.signer.service.Signer` does. Bad
+input raises :mod:`signet.common.errors`, which the error interceptor turns into statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+
+from signet.common.auth import current_principal
+from signet.common.errors import FailedPrecondition, InvalidArgument, ServiceError
+from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
+from signet.common.v1 import common_pb2
+from signet.signer import convert, documents
+from signet.signer.domain import (
+    DEFAULT_SCHEME,
+    EventContext,
+    Purpose,
+    RetirementReason,
+    SignItem,
+    SignResult,
+)
+from signet.signer.models import KeyState
+from signet.signer.service import Signer
+from signet.signer.v1 import signer_pb2, signer_pb2_grpc
+
+MAX_DOCUMENT_BYTES = 15 * 1024 * 1024
+
+
+class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
+    """The gRPC face of :class:`Signer`."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        *,
+        tsa_url: str = "",
+        timestamper: documents.TimestampFn | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._signer = signer
+        self._tsa_url = tsa_url
+        self._timestamper = timestamper
+        self._clock = clock
+
+    # ---- keys ----------------------------------------------------------------------
+
+    def CreateKey(
+        self, request: signer_pb2.CreateKeyRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.CreateKeyResponse:
+        """Generate a key in the HSM for an owner."""
+        view = self._signer.create_key(
+            current_principal(),
+            convert.owner_from(request.owner),
+            convert.required(KeyAlgorithm, request.algorithm, "algorithm"),
+            convert.required(Purpose, request.purpose, "purpose"),
+            request.request_id,
+        )
+        return signer_pb2.CreateKeyResponse(
+            key=convert.key_message(view), public_key=convert.public_key_message(view)
+        )
+
+    def GetKey(
+        self, request: signer_pb2.GetKeyRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.GetKeyResponse:
+        """A key's record."""
+        view = self._signer.get_key(current_principal(), request.key_id)
+        return signer_pb2.GetKeyResponse(key=convert.key_message(view))
+
+    def GetPublicKey(
+        self, request: signer_pb2.GetPublicKeyRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.GetPublicKeyResponse:
+        """A key's public key, SPKI DER and PEM."""
+        view = self._signer.public_key(request.key_id)
+        return signer_pb2.GetPublicKeyResponse(
+            key_id=view.key_id, public_key=convert.public_key_message(view)
+        )
+
+    def ListKeys(
+        self, request: signer_pb2.ListKeysRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.ListKeysResponse:
+        """One owner's keys, a page at a time."""
+        views, token = self._signer.list_keys(
+            current_principal(),
+            tenant=request.tenant_id,
+            account=request.account_id,
+            system_owner=request.system_owner,
+            purpose=convert.from_proto(Purpose, request.purpose, "purpose", required=False),
+            state=convert.from_proto(KeyState, request.state, "state", required=False),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return signer_pb2.ListKeysResponse(
+            keys=[convert.key_message(v) for v in views], next_page_token=token
+        )
+
+    def DisableKey(
+        self, request: signer_pb2.DisableKeyRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.DisableKeyResponse:
+        """Stop a key from signing, for good."""
+        view = self._signer.disable_key(
+            current_principal(), request.key_id, _reason(request.reason)
+        )
+        return signer_pb2.DisableKeyResponse(key=convert.key_message(view))
+
+    def DestroyKey(
+        self, request: signer_pb2.DestroyKeyRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.DestroyKeyResponse:
+        """Delete a key from the HSM; its record stays."""
+        view = self._signer.destroy_key(
+            current_principal(), request.key_id, _reason(request.reason)
+        )
+        return signer_pb2.DestroyKeyResponse(key=convert.key_message(view))
+
+    # ---- signatures ----------------------------------------------------------------
+
+    def SignDigest(
+        self, request: signer_pb2.SignDigestRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.SignDigestResponse:
+        """Sign one digest (or, for Ed25519, one message)."""
+        item = _item(request.key_id, request.digest, request.message, request.scheme, request.grant)
+        result = self._signer.sign(
+            current_principal(),
+            [item],
+            context=EventContext(transaction_id=request.transaction_id),
+        )[0]
+        if result.error is not None:
+            raise result.error
+        response = signer_pb2.SignDigestResponse(
+            signature_id=result.signature_id,
+            key_id=result.key_id,
+            signature=result.signature,
+            signed_at=convert.timestamp(result.signed_at),
+        )
+        if result.scheme is not None:
+            response.scheme = convert.to_proto(result.scheme)  # type: ignore[assignment]
+        return response
+
+    def SignBatch(
+        self, request: signer_pb2.SignBatchRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.SignBatchResponse:
+        """Sign many digests; each item gets its own result or status."""
+        count = len(request.items)
+        if count == 0:
+            raise InvalidArgument("at least one item is required")
+        if count > self._signer.max_batch:
+            raise InvalidArgument(f"at most {self._signer.max_batch} items per call, got {count}")
+        outcomes: list[SignResult | None] = [None] * count
+        valid: list[tuple[int, SignItem]] = []
+        for index, entry in enumerate(request.items):
+            try:
+                item = _item(entry.key_id, entry.digest, b"", entry.scheme, entry.grant)
+            except ServiceError as err:
+                outcomes[index] = SignResult(item_id=entry.item_id, error=err)
+                continue
+            valid.append((index, SignItem(**{**item.__dict__, "item_id": entry.item_id})))
+        if valid:
+            signed = self._signer.sign(
+                current_principal(),
+                [item for _, item in valid],
+                batch_grant=request.grant,
+                context=EventContext(transaction_id=request.transaction_id),
+            )
+            for (index, _), result in zip(valid, signed, strict=True):
+                outcomes[index] = result
+        return signer_pb2.SignBatchResponse(
+            results=[_batch_result(r) for r in outcomes if r is not None]
+        )
+
+    def SignDocument(
+        self, request: signer_pb2.SignDocumentRequest, context: grpc.ServicerContext
+    ) -> signer_pb2.SignDocumentResponse:
+        """A detached CMS (CAdES) signature, or a signed PDF (PAdES)."""
+        fmt = request.format
+        if fmt not in (signer_pb2.DOCUMENT_FORMAT_CMS_DETACHED, signer_pb2.DOCUMENT_FORMAT_PADES):
+            raise InvalidArgument("format must be DOCUMENT_FORMAT_CMS_DETACHED or _PADES")
+        level = request.level or signer_pb2.SIGNATURE_LEVEL_B_B
+        if level == signer_pb2.SIGNATURE_LEVEL_B_T and not (self._tsa_url or self._timestamper):
+            raise FailedPrecondition("level B-T needs a timestamp authority; none is configured")
+        if not request.certificate_chain_der:
+            raise InvalidArgument("certificate_chain_der is required: the signer's certificate")
+        caller = current_principal()
+        key = self._signer.public_key(request.key_id)
+        hash_alg, doc_digest, document = self._document(request)
+        scheme = convert.from_proto(SignatureScheme, request.scheme, "scheme", required=False)
+        scheme = scheme or DEFAULT_SCHEME[key.algorithm]
+        signing_time = self._clock().replace(microsecond=0)
+        serial = documents.certificate_serial(request.certificate_chain_der[0])
+        event = EventContext(
+            transaction_id=request.transaction_id,
+            document_format=fmt,
+            level=level,
+            certificate_serial=serial,
+        )
+        signature_ids: list[str] = []
+
+        def sign(digest_alg: HashAlgorithm | None, data: bytes) -> bytes:
+            item = SignItem(
+                key_id=key.key_id,
+                data=data,
+                hash_alg=digest_alg if digest_alg is not None else hash_alg,
+                scheme=scheme,
+                grant=request.grant,
+                is_message=digest_alg is None,
+                authorized_digest=doc_digest,
+            )
+            result = self._signer.sign(caller, [item], context=event)[0]
+            if result.error is not None:
+                raise result.error
+            signature_ids.append(result.signature_id)
+            return result.signature
+
+        b_t = level == signer_pb2.SIGNATURE_LEVEL_B_T
+        if fmt == signer_pb2.DOCUMENT_FORMAT_CMS_DETACHED:
+            output = documents.sign_cms_detached(
+                content_digest=doc_digest,
+                hash_alg=hash_alg,
+                key_algorithm=key.algorithm,
+                scheme=scheme,
+                certificate_chain_der=list(request.certificate_chain_der),
+                public_key_der=key.public_key_der,
+                sign=sign,
+                signing_time=signing_time,
+                timestamp=self._cms_timestamper() if b_t else None,
+            )
+            token = documents.timestamp_token_of(output) if b_t else b""
+        else:
+            if document is None:
+                raise InvalidArgument("PAdES signs the PDF itself: send `document`")
+            output = documents.sign_pdf(
+                pdf=document,
+                hash_alg=hash_alg,
+                key_algorithm=key.algorithm,
+                scheme=scheme,
+                certificate_chain_der=list(request.certificate_chain_der),
+                public_key_der=key.public_key_der,
+                sign=sign,
+                signing_time=signing_time,
+                field_name=request.pades.field_name or "Signature1",
+                reason=request.pades.reason,
+                location=request.pades.location,
+                contact_info=request.pades.contact_info,
+                timestamp_url=self._tsa_url if b_t else "",
+            )
+            token = b""
+        return signer_pb2.SignDocumentResponse(
+            signature_id=signature_ids[-1] if signature_ids else "",
+            signed_output=output,
+            document_digest=convert.digest_message(hash_alg, doc_digest),
+            signing_time=convert.timestamp(signing_time),
+            level=level,
+            timestamp_token=token,
+            certificate_serial=serial,
+        )
+
+    def _document(
+        self, request: signer_pb2.SignDocumentRequest
+    ) -> tuple[HashAlgorithm, bytes, bytes | None]:
+        """The hash algorithm, the document digest and (when sent) the document."""
+        which = request.WhichOneof("content")
+        if which == "document":
+            if len(request.document) > MAX_DOCUMENT_BYTES:
+                raise InvalidArgument(f"document is larger than {MAX_DOCUMENT_BYTES} bytes")
+            hash_alg = (
+                convert.from_proto(
+                    HashAlgorithm, request.hash_algorithm, "hash_algorithm", required=False
+                )
+                or HashAlgorithm.SHA256
+            )
+            return hash_alg, documents.document_digest(request.document, hash_alg), request.document
+        if which == "document_digest":
+            hash_alg = convert.required(
+                HashAlgorithm, request.document_digest.algorithm, "document_digest.algorithm"
+            )
+            value = request.document_digest.value
+            if len(value) != hash_alg.digest_size:
+                raise InvalidArgument(
+                    f"a {hash_alg.value} digest is {hash_alg.digest_size} bytes, got {len(value)}"
+                )
+            return hash_alg, value, None
+        raise InvalidArgument("send the document or its document_digest")
+
+    def _cms_timestamper(self) -> documents.TimestampFn:
+        if self._timestamper is not None:
+            return self._timestamper
+        return documents.http_timestamper(self._tsa_url)
+
+
+def _reason(number: int) -> RetirementReason:
+    reason = convert.from_proto(RetirementReason, number, "reason", required=False)
+    return reason or RetirementReason.UNSPECIFIED
+
+
+def _item(
+    key_id: str, digest: common_pb2.Digest, message: bytes, scheme: int, grant: str
+) -> SignItem:
+    """A sign item from the request fields; an Ed25519 request sends the message."""
+    chosen = convert.from_proto(SignatureScheme, scheme, "scheme", required=False)
+    if message:
+        hash_alg = convert.from_proto(
+            HashAlgorithm, digest.algorithm, "digest.algorithm", required=False
+        )
+        return SignItem(key_id, message, hash_alg, chosen, grant, is_message=True)
+    if not digest.value:
+        raise InvalidArgument("digest is required (or, for Ed25519, message)")
+    hash_alg = convert.required(HashAlgorithm, digest.algorithm, "digest.algorithm")
+    return SignItem(key_id, digest.value, hash_alg, chosen, grant)
+
+
+def _batch_result(result: SignResult) -> signer_pb2.SignBatchResult:
+    status = (
+        convert.status_message(result.error)
+        if result.error is not None
+        else common_pb2.Status(code=0)
+    )
+    return signer_pb2.SignBatchResult(
+        item_id=result.item_id,
+        status=status,
+        signature=result.signature,
+        signature_id=result.signature_id,
+    )
