@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from bench import signer  # noqa: F401  (registers the signer benchmark)
 from bench.harness import REGISTRY, Figures, rate
 
 

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.softhsm",
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
+    "tests.fixtures.pki",
 ]

@@ -78,6 +78,13 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+_SQLITE_BEGIN_MODES = {
+    "": "BEGIN",
+    "DEFERRED": "BEGIN DEFERRED",
+    "IMMEDIATE": "BEGIN IMMEDIATE",
+}
+
+
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     """Build an engine for ``url`` with the settings Signet relies on.
 
@@ -88,8 +95,13 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The driver's own transaction handling is switched off (isolation_level None) and
+        # SQLAlchemy emits BEGIN itself: otherwise a SAVEPOINT opening a transaction is
+        # committed by its RELEASE, and nested transactions are not atomic.
         engine = create_engine(
-            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
         )
 
         @event.listens_for(engine, "connect")
@@ -100,6 +112,15 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Writers that read first ask for IMMEDIATE: a deferred transaction that later
+            # writes fails at once (not after the busy timeout) when another wrote between.
+            mode = conn.get_execution_options().get("sqlite_begin", "")
+            if mode not in _SQLITE_BEGIN_MODES:
+                raise ValueError(f"sqlite_begin must be one of {_SQLITE_BEGIN_MODES}")
+            conn.exec_driver_sql(_SQLITE_BEGIN_MODES[mode])
 
         return engine
     if url.startswith("postgresql://"):

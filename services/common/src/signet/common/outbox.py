@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     delete,
     insert,
     select,
@@ -57,6 +59,10 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+OUTBOX_TABLE = cast(Table, OutboxMessage.__table__)
+"""The outbox as a Core table, for bulk inserts on a Connection."""
 
 
 class ProcessedEvent(Base):
@@ -143,10 +149,14 @@ class Outbox:
         Same semantics as :meth:`add` (published only if the caller commits, keyed by
         subject) without building an ORM object per row.
         """
-        if not envelopes:
-            return
+        if envelopes:
+            session.execute(insert(OUTBOX_TABLE), Outbox.rows(topic, envelopes))
+
+    @staticmethod
+    def rows(topic: str, envelopes: Sequence[EventEnvelope]) -> list[dict[str, object]]:
+        """Outbox rows for a Core ``insert(OutboxMessage.__table__)`` on a Connection."""
         now = utcnow()
-        rows = [
+        return [
             {
                 "event_id": env.id,
                 "topic": topic,
@@ -159,7 +169,6 @@ class Outbox:
             }
             for env in envelopes
         ]
-        session.execute(insert(OutboxMessage), rows)
 
 
 def process_once(session: Session, consumer: str, event_id: str) -> bool:

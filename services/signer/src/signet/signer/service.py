@@ -24,14 +24,17 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from sqlalchemy import exc, insert, select, update
+from sqlalchemy import Integer, Table, bindparam, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from signet.common.auth import Principal
-from signet.common.db import Database, utcnow
+from signet.common.db import Database, UtcDateTime, utcnow
 from signet.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -42,6 +45,7 @@ from signet.common.errors import (
 )
 from signet.common.events import SIGNATURE_TOPIC, EventEnvelope, new_envelope
 from signet.common.grants import GrantClaims, verify_grant
+from signet.common.groupcommit import GroupCommitter, RawStatement
 from signet.common.keys import (
     KEY_SPECS,
     HashAlgorithm,
@@ -49,7 +53,7 @@ from signet.common.keys import (
     KeyBackend,
     SignatureScheme,
 )
-from signet.common.outbox import Outbox
+from signet.common.outbox import OUTBOX_TABLE, Outbox
 from signet.signer import convert
 from signet.signer.domain import (
     DEFAULT_SCHEME,
@@ -136,10 +140,29 @@ class Signer:
     on_commit: Callable[[], None] = lambda: None
     grant_keys: GrantKeys | None = None
     _clock: Callable[[], datetime] = field(default=utcnow, repr=False)
+    _committer: GroupCommitter[_Write, dict[int, SignResult]] | None = field(
+        default=None, repr=False
+    )
+    # Key records for the signing path. Owner and algorithm never change; the state is
+    # checked again when the signature commits, so a stale entry cannot sign with a
+    # retired key (the entry is dropped then).
+    _cache: dict[str, KeyView] = field(default_factory=dict, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.grant_keys is None:
             self.grant_keys = GrantKeys(self.db)
+        if self._committer is None:
+            engine = self.db.engine
+            error = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
+            self._committer = GroupCommitter(
+                engine, _GroupWriter(engine.dialect, error), name="signer-commit"
+            )
+
+    def close(self) -> None:
+        """Finish queued commits and stop the writer thread."""
+        if self._committer is not None:
+            self._committer.close()
 
     # ---- key lifecycle -------------------------------------------------------------
 
@@ -287,6 +310,7 @@ class Signer:
             if target is KeyState.DESTROYED and self.backend.exists(key_id):
                 # Inside the transaction: if the token refuses, the state does not change.
                 self.backend.destroy(key_id)
+        self._forget(key_id)
         self.on_commit()
         return view
 
@@ -310,7 +334,7 @@ class Signer:
         if len(items) > self.max_batch:
             raise InvalidArgument(f"at most {self.max_batch} items per call")
         results: list[SignResult | None] = [None] * len(items)
-        keys = self._load_many({i.key_id for i in items})
+        keys = self._cached({i.key_id for i in items})
         grants: dict[str, GrantClaims | ServiceError] = {}
         pending: list[_Pending] = []
         for index, item in enumerate(items):
@@ -430,96 +454,19 @@ class Signer:
     def _commit(
         self, caller: Principal, signed: Sequence[_Pending], context: EventContext
     ) -> dict[int, SignResult]:
-        """Consume grants, count uses and write events in one transaction."""
+        """Consume grants, count uses and write events, as part of a group commit."""
         now = self._clock()
-        results: dict[int, SignResult] = {}
-        with self.db.session() as session:
-            accepted = self._consume_grants(session, signed, now, results)
-            accepted = self._count_uses(session, accepted, now, results)
-            envelopes = []
-            for p in accepted:
-                signature_id = "sig-" + uuid.uuid4().hex
-                envelopes.append(_signature_event(p, signature_id, caller, context, now))
-                results[p.index] = SignResult(
-                    item_id=p.item.item_id,
-                    signature=p.signature,
-                    signature_id=signature_id,
-                    scheme=p.scheme,
-                    key_id=p.key.key_id,
-                    signed_at=now,
-                )
-            Outbox.add_many(session, SIGNATURE_TOPIC, envelopes)
+        ids = ["sig-" + uuid.uuid4().hex for _ in signed]
+        envelopes = [
+            _signature_event(p, sid, caller, context, now)
+            for p, sid in zip(signed, ids, strict=True)
+        ]
+        assert self._committer is not None
+        results = self._committer.submit(_Write(list(signed), ids, envelopes, now))
+        for result in results.values():
+            if result.error is not None and "retired" in result.error.message:
+                self._forget(result.key_id)
         return results
-
-    @staticmethod
-    def _consume_grants(
-        session: Session, signed: Sequence[_Pending], now: datetime, results: dict[int, SignResult]
-    ) -> list[_Pending]:
-        """Record each grant id once; items whose grant was already used are denied."""
-        replayed: set[str] = set()
-        seen: set[str] = set()
-        for p in signed:
-            if p.grant is None or p.grant.grant_id in seen:
-                continue
-            seen.add(p.grant.grant_id)
-            try:
-                with session.begin_nested():
-                    session.execute(
-                        insert(ConsumedGrant).values(
-                            grant_id=p.grant.grant_id,
-                            key_id=p.key.key_id,
-                            consumed_at=now,
-                            expires_at=p.grant.expires_at,
-                        )
-                    )
-            except exc.IntegrityError:
-                replayed.add(p.grant.grant_id)
-        accepted = []
-        for p in signed:
-            if p.grant is not None and p.grant.grant_id in replayed:
-                results[p.index] = SignResult(
-                    item_id=p.item.item_id,
-                    key_id=p.key.key_id,
-                    error=PermissionDenied("signing grant has already been used"),
-                )
-            else:
-                accepted.append(p)
-        return accepted
-
-    @staticmethod
-    def _count_uses(
-        session: Session,
-        accepted: Sequence[_Pending],
-        now: datetime,
-        results: dict[int, SignResult],
-    ) -> list[_Pending]:
-        """Bump each key's counters, only while it is still active.
-
-        A key disabled by another call meanwhile keeps its state; its signatures are discarded.
-        """
-        per_key: dict[str, int] = {}
-        for p in accepted:
-            per_key[p.key.key_id] = per_key.get(p.key.key_id, 0) + 1
-        retired: set[str] = set()
-        for key_id, count in per_key.items():
-            changed = session.execute(
-                update(KeyRecord)
-                .where(KeyRecord.id == key_id, KeyRecord.state == KeyState.ACTIVE)
-                .values(sign_count=KeyRecord.sign_count + count, last_used_at=now)
-            )
-            if not getattr(changed, "rowcount", 1):
-                retired.add(key_id)
-        kept = []
-        for p in accepted:
-            if p.key.key_id in retired:
-                results[p.index] = SignResult(
-                    item_id=p.item.item_id,
-                    key_id=p.key.key_id,
-                    error=FailedPrecondition(f"key {p.key.key_id} was retired while signing"),
-                )
-            else:
-                kept.append(p)
-        return kept
 
     # ---- access rules --------------------------------------------------------------
 
@@ -570,6 +517,24 @@ class Signer:
             raise NotFound(f"key {key_id} not found")
         return found
 
+    def _cached(self, key_ids: Iterable[str]) -> dict[str, KeyView]:
+        """Key views for signing: from the cache, loading (and caching) the misses."""
+        with self._cache_lock:
+            found = {k: self._cache[k] for k in key_ids if k in self._cache}
+        missing = [k for k in key_ids if k not in found]
+        if missing:
+            loaded = self._load_many(missing)
+            with self._cache_lock:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache.update(loaded)
+            found.update(loaded)
+        return found
+
+    def _forget(self, key_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(key_id, None)
+
     def _load_many(self, key_ids: Iterable[str]) -> dict[str, KeyView]:
         ids = [k for k in key_ids if k]
         if not ids:
@@ -605,6 +570,159 @@ class Signer:
         )
         envelope.actor.service = caller.subject
         Outbox.add(session, SIGNATURE_TOPIC, envelope)
+
+
+_KEYS = cast(Table, KeyRecord.__table__)
+_GRANTS = cast(Table, ConsumedGrant.__table__)
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "envelope",
+    "headers",
+    "created_at",
+    "published_at",
+    "attempts",
+)
+
+
+class _Statements:
+    """The signing path's writes, compiled once for the database's dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.mark_used = RawStatement(
+            update(_KEYS)
+            .where(_KEYS.c.id == bindparam("key_id"), _KEYS.c.state == KeyState.ACTIVE.value)
+            .values(
+                sign_count=_KEYS.c.sign_count + bindparam("count", type_=Integer),
+                last_used_at=bindparam("now", type_=UtcDateTime()),
+            ),
+            dialect,
+        )
+        self.consume_grant = RawStatement(
+            insert(_GRANTS), dialect, ("grant_id", "key_id", "consumed_at", "expires_at")
+        )
+        self.add_event = RawStatement(insert(OUTBOX_TABLE), dialect, _OUTBOX_COLUMNS)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One call's signatures on their way to the database."""
+
+    signed: list[_Pending]
+    ids: list[str]
+    envelopes: list[EventEnvelope]
+    now: datetime
+
+
+class _GroupWriter:
+    """Commits a group of calls' signatures with few statements; per-call results."""
+
+    def __init__(self, dialect: Dialect, integrity_error: type[Exception]) -> None:
+        self._sql = _Statements(dialect)
+        self._integrity_error = integrity_error
+
+    def __call__(self, cursor: Any, writes: Sequence[_Write]) -> list[dict[int, SignResult]]:
+        now = writes[-1].now
+        owner_of_grant = self._consume_grants(cursor, writes, now)
+        retired = self._count_uses(cursor, writes, owner_of_grant, now)
+        rows: list[EventEnvelope] = []
+        outcomes: list[dict[int, SignResult]] = []
+        for n, write in enumerate(writes):
+            results: dict[int, SignResult] = {}
+            for p, signature_id, envelope in zip(
+                write.signed, write.ids, write.envelopes, strict=True
+            ):
+                error: ServiceError | None = None
+                if p.grant is not None and owner_of_grant.get(p.grant.grant_id) != n:
+                    error = PermissionDenied("signing grant has already been used")
+                elif p.key.key_id in retired:
+                    error = FailedPrecondition(f"key {p.key.key_id} was retired while signing")
+                if error is not None:
+                    results[p.index] = SignResult(
+                        item_id=p.item.item_id, key_id=p.key.key_id, error=error
+                    )
+                    continue
+                rows.append(envelope)
+                results[p.index] = SignResult(
+                    item_id=p.item.item_id,
+                    signature=p.signature,
+                    signature_id=signature_id,
+                    scheme=p.scheme,
+                    key_id=p.key.key_id,
+                    signed_at=write.now,
+                )
+            outcomes.append(results)
+        self._sql.add_event.execute_many(cursor, Outbox.rows(SIGNATURE_TOPIC, rows))
+        return outcomes
+
+    def _consume_grants(
+        self, cursor: Any, writes: Sequence[_Write], now: datetime
+    ) -> dict[str, int]:
+        """Record each grant id once; map it to the call (index) that may use it.
+
+        A grant id already stored (or used by an earlier call of the group) maps to no call.
+        """
+        first: dict[str, tuple[int, _Pending]] = {}
+        for n, write in enumerate(writes):
+            for p in write.signed:
+                if p.grant is not None and p.grant.grant_id not in first:
+                    first[p.grant.grant_id] = (n, p)
+        if not first:
+            return {}
+        rows = [
+            {
+                "grant_id": grant_id,
+                "key_id": p.key.key_id,
+                "consumed_at": now,
+                "expires_at": p.grant.expires_at if p.grant else now,
+            }
+            for grant_id, (_, p) in first.items()
+        ]
+        if self._try(cursor, lambda: self._sql.consume_grant.execute_many(cursor, rows)):
+            return {grant_id: n for grant_id, (n, _) in first.items()}
+        owners: dict[str, int] = {}
+        for row in rows:
+            grant_id = str(row["grant_id"])
+            if self._try(cursor, partial(self._sql.consume_grant.execute, cursor, row)):
+                owners[grant_id] = first[grant_id][0]
+        return owners
+
+    def _try(self, cursor: Any, action: Callable[[], object]) -> bool:
+        """Run ``action`` in a savepoint; False (and rolled back) on a duplicate key."""
+        cursor.execute("SAVEPOINT signet_grant")
+        try:
+            action()
+        except self._integrity_error:
+            cursor.execute("ROLLBACK TO SAVEPOINT signet_grant")
+            cursor.execute("RELEASE SAVEPOINT signet_grant")
+            return False
+        cursor.execute("RELEASE SAVEPOINT signet_grant")
+        return True
+
+    def _count_uses(
+        self,
+        cursor: Any,
+        writes: Sequence[_Write],
+        owner_of_grant: dict[str, int],
+        now: datetime,
+    ) -> set[str]:
+        """Bump each key's counters while it is still active; return keys retired meanwhile.
+
+        A key disabled by another call after this one admitted it keeps its state, and the
+        signatures made with it here are discarded.
+        """
+        per_key: dict[str, int] = {}
+        for n, write in enumerate(writes):
+            for p in write.signed:
+                if p.grant is None or owner_of_grant.get(p.grant.grant_id) == n:
+                    per_key[p.key.key_id] = per_key.get(p.key.key_id, 0) + 1
+        retired: set[str] = set()
+        for key_id, count in per_key.items():
+            values = {"key_id": key_id, "count": count, "now": now}
+            if not self._sql.mark_used.execute(cursor, values):
+                retired.add(key_id)
+        return retired
 
 
 def _check_key_id(key_id: str) -> None:

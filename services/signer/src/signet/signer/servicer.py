@@ -179,13 +179,18 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         if fmt not in (signer_pb2.DOCUMENT_FORMAT_CMS_DETACHED, signer_pb2.DOCUMENT_FORMAT_PADES):
             raise InvalidArgument("format must be DOCUMENT_FORMAT_CMS_DETACHED or _PADES")
         level = request.level or signer_pb2.SIGNATURE_LEVEL_B_B
-        if level == signer_pb2.SIGNATURE_LEVEL_B_T and not (self._tsa_url or self._timestamper):
+        if level not in (signer_pb2.SIGNATURE_LEVEL_B_B, signer_pb2.SIGNATURE_LEVEL_B_T):
+            raise InvalidArgument("level must be SIGNATURE_LEVEL_B_B or _B_T")
+        b_t = level == signer_pb2.SIGNATURE_LEVEL_B_T
+        if b_t and not (self._tsa_url or self._timestamper):
             raise FailedPrecondition("level B-T needs a timestamp authority; none is configured")
         if not request.certificate_chain_der:
             raise InvalidArgument("certificate_chain_der is required: the signer's certificate")
+        if fmt == signer_pb2.DOCUMENT_FORMAT_PADES and request.WhichOneof("content") != "document":
+            raise InvalidArgument("PAdES signs the PDF itself: send `document`")
         caller = current_principal()
         key = self._signer.public_key(request.key_id)
-        hash_alg, doc_digest, document = self._document(request)
+        hash_alg, doc_digest, document = self._document(request, key.algorithm)
         scheme = convert.from_proto(SignatureScheme, request.scheme, "scheme", required=False)
         scheme = scheme or DEFAULT_SCHEME[key.algorithm]
         signing_time = self._clock().replace(microsecond=0)
@@ -214,39 +219,40 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             signature_ids.append(result.signature_id)
             return result.signature
 
-        b_t = level == signer_pb2.SIGNATURE_LEVEL_B_T
+        timestamp = self._signature_timestamper() if b_t else None
+        chain = list(request.certificate_chain_der)
         if fmt == signer_pb2.DOCUMENT_FORMAT_CMS_DETACHED:
             output = documents.sign_cms_detached(
                 content_digest=doc_digest,
                 hash_alg=hash_alg,
                 key_algorithm=key.algorithm,
                 scheme=scheme,
-                certificate_chain_der=list(request.certificate_chain_der),
+                certificate_chain_der=chain,
                 public_key_der=key.public_key_der,
                 sign=sign,
                 signing_time=signing_time,
-                timestamp=self._cms_timestamper() if b_t else None,
+                timestamp=timestamp,
             )
             token = documents.timestamp_token_of(output) if b_t else b""
         else:
-            if document is None:
-                raise InvalidArgument("PAdES signs the PDF itself: send `document`")
+            assert document is not None  # PAdES without a document was refused above
+            field_name = request.pades.field_name or "Signature1"
             output = documents.sign_pdf(
                 pdf=document,
                 hash_alg=hash_alg,
                 key_algorithm=key.algorithm,
                 scheme=scheme,
-                certificate_chain_der=list(request.certificate_chain_der),
+                certificate_chain_der=chain,
                 public_key_der=key.public_key_der,
                 sign=sign,
                 signing_time=signing_time,
-                field_name=request.pades.field_name or "Signature1",
+                field_name=field_name,
                 reason=request.pades.reason,
                 location=request.pades.location,
                 contact_info=request.pades.contact_info,
-                timestamp_url=self._tsa_url if b_t else "",
+                timestamp=timestamp,
             )
-            token = b""
+            token = documents.pdf_timestamp_token_of(output, field_name) if b_t else b""
         return signer_pb2.SignDocumentResponse(
             signature_id=signature_ids[-1] if signature_ids else "",
             signed_output=output,
@@ -258,24 +264,33 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         )
 
     def _document(
-        self, request: signer_pb2.SignDocumentRequest
+        self, request: signer_pb2.SignDocumentRequest, key_algorithm: KeyAlgorithm
     ) -> tuple[HashAlgorithm, bytes, bytes | None]:
-        """The hash algorithm, the document digest and (when sent) the document."""
+        """The hash algorithm, the document digest and (when sent) the document.
+
+        Ed25519 goes with SHA-512 in CMS (RFC 8419): that is the default for its keys, and
+        any other hash is refused before anything is signed.
+        """
+        ed25519 = key_algorithm is KeyAlgorithm.ED25519
+        chosen = convert.from_proto(
+            HashAlgorithm, request.hash_algorithm, "hash_algorithm", required=False
+        )
         which = request.WhichOneof("content")
         if which == "document":
             if len(request.document) > MAX_DOCUMENT_BYTES:
                 raise InvalidArgument(f"document is larger than {MAX_DOCUMENT_BYTES} bytes")
-            hash_alg = (
-                convert.from_proto(
-                    HashAlgorithm, request.hash_algorithm, "hash_algorithm", required=False
-                )
-                or HashAlgorithm.SHA256
-            )
+            hash_alg = chosen or (HashAlgorithm.SHA512 if ed25519 else HashAlgorithm.SHA256)
+            _check_ed25519_hash(ed25519, hash_alg, "hash_algorithm")
             return hash_alg, documents.document_digest(request.document, hash_alg), request.document
         if which == "document_digest":
             hash_alg = convert.required(
                 HashAlgorithm, request.document_digest.algorithm, "document_digest.algorithm"
             )
+            if chosen is not None and chosen is not hash_alg:
+                raise InvalidArgument(
+                    "hash_algorithm differs from document_digest.algorithm; leave it unset"
+                )
+            _check_ed25519_hash(ed25519, hash_alg, "document_digest")
             value = request.document_digest.value
             if len(value) != hash_alg.digest_size:
                 raise InvalidArgument(
@@ -284,10 +299,19 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             return hash_alg, value, None
         raise InvalidArgument("send the document or its document_digest")
 
-    def _cms_timestamper(self) -> documents.TimestampFn:
+    def _signature_timestamper(self) -> documents.TimestampFn:
+        """The source of B-T signature timestamps: the injected one, else the TSA over HTTP."""
         if self._timestamper is not None:
             return self._timestamper
         return documents.http_timestamper(self._tsa_url)
+
+
+def _check_ed25519_hash(ed25519: bool, hash_alg: HashAlgorithm, field: str) -> None:
+    if ed25519 and hash_alg is not HashAlgorithm.SHA512:
+        raise InvalidArgument(
+            f"an Ed25519 key signs documents with SHA512 (RFC 8419): {field} must be SHA512, "
+            f"not {hash_alg.value}"
+        )
 
 
 def _reason(number: int) -> RetirementReason:

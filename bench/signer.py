@@ -1,0 +1,263 @@
+"""Signer throughput in one run: the HSM ceiling, SignBatch and SignDigest over gRPC.
+
+1. ceiling: the PKCS#11 pool signing P-256 digests from 2 threads in this process, no
+   RPC, no database: what the token itself gives.
+2. SignBatch: the real signer (``python -m signet.signer``, one worker process per core,
+   SQLite, events written to its outbox) signing batches of 100 digests with a system
+   key, 4 batches in flight.
+3. SignDigest: the same server, one digest per call, 32 calls in flight; throughput and
+   latency percentiles (client-observed, submit to completion).
+
+Client and server share the machine's cores, as they would not in production; the
+figures are therefore a floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from bench.harness import REGISTRY, Figures, percentile, rate
+from signet.common.auth import hash_token
+from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
+from signet.common.local.softhsm import TokenInfo, ensure_token
+from signet.common.v1 import common_pb2
+from signet.signer.v1 import signer_pb2, signer_pb2_grpc
+
+DURATION = float(os.environ.get("SIGNET_BENCH_SECONDS", "8"))
+BATCH = 100
+BATCHES_IN_FLIGHT = 4
+DIGESTS_IN_FLIGHT = 32
+
+
+def _ceiling(token: TokenInfo) -> float:
+    from signet.common.pkcs11 import Pkcs11KeyBackend, Pkcs11Pool
+
+    pool = Pkcs11Pool(str(token.module_path), token.label, token.pin, 4)
+    try:
+        backend = Pkcs11KeyBackend(pool)
+        key_id = "bench-" + uuid.uuid4().hex[:12]
+        backend.generate(key_id, KeyAlgorithm.EC_P256)
+        digest = hashlib.sha256(b"bench").digest()
+        counts = [0, 0]
+        stop = time.perf_counter() + DURATION
+
+        def work(slot: int) -> None:
+            n = 0
+            while time.perf_counter() < stop:
+                for _ in range(50):
+                    backend.sign(key_id, SignatureScheme.ECDSA, HashAlgorithm.SHA256, digest)
+                n += 50
+            counts[slot] = n
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        backend.destroy(key_id)
+        return rate(sum(counts), elapsed)
+    finally:
+        pool.close()
+
+
+@contextmanager
+def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[str]:
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(token.env)
+    env.update(
+        {
+            "SIGNET_SIGNER_GRPC_PORT": str(port),
+            "SIGNET_SIGNER_METRICS_PORT": str(_free_port()),
+            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{state / 'signer.db'}",
+            "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),
+            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": token.label,
+            "SIGNET_SIGNER_PKCS11_PIN": token.pin,
+            "SIGNET_SIGNER_AUTH_MODE": "token",
+            "SIGNET_SIGNER_API_TOKEN_HASHES": f"evidence:{hash_token(bearer)}",
+            "SIGNET_SIGNER_LOG_LEVEL": "WARNING",
+            "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
+            "SIGNET_SIGNER_WORKERS": os.environ.get("SIGNET_BENCH_SIGNER_WORKERS", "0"),
+        }
+    )
+    log = (state / "signer.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signet.signer"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_serving(address, proc, state / "signer.log")
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"signer exited: {log.read_text()[-2000:]}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError("signer did not become healthy")
+
+
+def _channels(address: str, count: int) -> list[grpc.Channel]:
+    """Separate connections, so that SO_REUSEPORT spreads them over the worker processes."""
+    return [
+        grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(count)
+    ]
+
+
+def _batch_rate(stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bearer: str) -> float:
+    digest = common_pb2.Digest(
+        algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=hashlib.sha256(b"x").digest()
+    )
+    request = signer_pb2.SignBatchRequest(
+        items=[
+            signer_pb2.SignBatchItem(item_id=str(i), key_id=key_id, digest=digest)
+            for i in range(BATCH)
+        ]
+    )
+    metadata = (("authorization", f"Bearer {bearer}"),)
+    counts = [0] * len(stubs)
+    errors: list[str] = []
+    stop = time.perf_counter() + DURATION
+
+    def work(slot: int) -> None:
+        n = 0
+        while time.perf_counter() < stop:
+            reply = stubs[slot].SignBatch(request, metadata=metadata, timeout=30)
+            bad = [r for r in reply.results if r.status.code != 0]
+            if bad:
+                errors.append(bad[0].status.message)
+                return
+            n += len(reply.results)
+        counts[slot] = n
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stubs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"SignBatch item failed: {errors[0]}")
+    return rate(sum(counts), time.perf_counter() - start)
+
+
+def _digest_figures(address: str, key_id: str, bearer: str) -> Figures:
+    """DIGESTS_IN_FLIGHT concurrent callers on an asyncio client (the cheapest Python
+    client, so that the client's share of the two cores distorts the figure least)."""
+    return asyncio.run(_digest_figures_async(address, key_id, bearer))
+
+
+async def _digest_figures_async(address: str, key_id: str, bearer: str) -> Figures:
+    request = signer_pb2.SignDigestRequest(
+        key_id=key_id,
+        digest=common_pb2.Digest(
+            algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=hashlib.sha256(b"y").digest()
+        ),
+    )
+    metadata = (("authorization", f"Bearer {bearer}"),)
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(4)
+    ]
+    stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
+    latencies: list[float] = []
+    stop = time.perf_counter() + DURATION
+
+    async def caller(slot: int) -> None:
+        stub = stubs[slot % len(stubs)]
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            await stub.SignDigest(request, metadata=metadata, timeout=30)
+            latencies.append(time.perf_counter() - started)
+
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(caller(i) for i in range(DIGESTS_IN_FLIGHT)))
+    finally:
+        for channel in channels:
+            await channel.close()
+    elapsed = time.perf_counter() - start
+    return {
+        "sign_digest_32_in_flight_per_s": rate(len(latencies), elapsed),
+        "sign_digest_p50_ms": percentile(latencies, 50) * 1000,
+        "sign_digest_p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+@REGISTRY.register("signer")
+def signer_throughput() -> Figures:
+    """The three signer figures and their ratios to the in-process ceiling."""
+    with tempfile.TemporaryDirectory(prefix="signet-bench-") as tmp:
+        state = Path(tmp)
+        token = ensure_token(state / "hsm", label="bench")
+        # SoftHSM reads its configuration when the module loads, in this process too.
+        os.environ.update(token.env)
+        ceiling = _ceiling(token)
+        bearer = "bench-" + uuid.uuid4().hex
+        with _signer_process(token, state, bearer) as address:
+            channels = _channels(address, max(BATCHES_IN_FLIGHT, 4))
+            stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
+            key = (
+                stubs[0]
+                .CreateKey(
+                    signer_pb2.CreateKeyRequest(
+                        algorithm=common_pb2.KEY_ALGORITHM_EC_P256,
+                        purpose=signer_pb2.KEY_PURPOSE_LOG_SIGNING,
+                        owner=signer_pb2.KeyOwner(system="evidence"),
+                    ),
+                    metadata=(("authorization", f"Bearer {bearer}"),),
+                )
+                .key
+            )
+            batch = _batch_rate(stubs[:BATCHES_IN_FLIGHT], key.key_id, bearer)
+            digest = _digest_figures(address, key.key_id, bearer)
+            for channel in channels:
+                channel.close()
+    figures: Figures = {
+        "ceiling_in_process_2_threads_per_s": ceiling,
+        "sign_batch_100_per_s": batch,
+        "sign_batch_ratio_to_ceiling": batch / ceiling,
+    }
+    figures.update(digest)
+    figures["sign_digest_ratio_to_ceiling"] = digest["sign_digest_32_in_flight_per_s"] / ceiling
+    return figures
