@@ -39,6 +39,9 @@ from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 DURATION = float(os.environ.get("SIGNET_BENCH_SECONDS", "8"))
 BATCH = 100
 BATCHES_IN_FLIGHT = 4
+# Connections per client: the kernel spreads connections (not calls) over the worker
+# processes sharing the port, so a handful of connections can land on one worker.
+CONNECTIONS = 16
 DIGESTS_IN_FLIGHT = 32
 
 
@@ -155,14 +158,16 @@ def _batch_rate(stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bea
         ]
     )
     metadata = (("authorization", f"Bearer {bearer}"),)
-    counts = [0] * len(stubs)
+    counts = [0] * BATCHES_IN_FLIGHT
     errors: list[str] = []
     stop = time.perf_counter() + DURATION
 
     def work(slot: int) -> None:
         n = 0
+        turn = slot
         while time.perf_counter() < stop:
-            reply = stubs[slot].SignBatch(request, metadata=metadata, timeout=30)
+            reply = stubs[turn % len(stubs)].SignBatch(request, metadata=metadata, timeout=30)
+            turn += BATCHES_IN_FLIGHT
             bad = [r for r in reply.results if r.status.code != 0]
             if bad:
                 errors.append(bad[0].status.message)
@@ -171,7 +176,7 @@ def _batch_rate(stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bea
         counts[slot] = n
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stubs))]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(BATCHES_IN_FLIGHT)]
     for t in threads:
         t.start()
     for t in threads:
@@ -197,15 +202,17 @@ async def _digest_figures_async(address: str, key_id: str, bearer: str) -> Figur
     metadata = (("authorization", f"Bearer {bearer}"),)
     channels = [
         grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(4)
+        for _ in range(CONNECTIONS)
     ]
     stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
     latencies: list[float] = []
     stop = time.perf_counter() + DURATION
 
     async def caller(slot: int) -> None:
-        stub = stubs[slot % len(stubs)]
+        turn = slot
         while time.perf_counter() < stop:
+            stub = stubs[turn % len(stubs)]
+            turn += DIGESTS_IN_FLIGHT
             started = time.perf_counter()
             await stub.SignDigest(request, metadata=metadata, timeout=30)
             latencies.append(time.perf_counter() - started)
@@ -235,7 +242,7 @@ def signer_throughput() -> Figures:
         ceiling = _ceiling(token)
         bearer = "bench-" + uuid.uuid4().hex
         with _signer_process(token, state, bearer) as address:
-            channels = _channels(address, max(BATCHES_IN_FLIGHT, 4))
+            channels = _channels(address, CONNECTIONS)
             stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
             key = (
                 stubs[0]
@@ -249,7 +256,7 @@ def signer_throughput() -> Figures:
                 )
                 .key
             )
-            batch = _batch_rate(stubs[:BATCHES_IN_FLIGHT], key.key_id, bearer)
+            batch = _batch_rate(stubs, key.key_id, bearer)
             digest = _digest_figures(address, key.key_id, bearer)
             for channel in channels:
                 channel.close()
