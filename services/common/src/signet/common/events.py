@@ -101,11 +101,13 @@ def new_envelope(
     tenant: str = "",
     event_id: str | None = None,
     time: datetime | None = None,
+    trace: TraceContext | None = None,
 ) -> EventEnvelope:
     """Wrap ``payload`` in a new envelope carrying the current OpenTelemetry trace context.
 
     ``type`` is the payload's full proto name, ``id`` a fresh UUID (the consumers'
-    idempotency key) unless given, ``time`` now (UTC) unless given.
+    idempotency key) unless given, ``time`` now (UTC) unless given. ``trace`` reuses a
+    trace context already captured (many events of one request) instead of reading it.
     """
     if not source:
         raise ValueError("an event needs its source service")
@@ -117,9 +119,12 @@ def new_envelope(
         tenant=tenant,
     )
     envelope.time.FromDatetime(time or datetime.now(UTC))
-    carrier = _current_trace_carrier()
-    envelope.trace.traceparent = carrier.get(HEADER_TRACEPARENT, "")
-    envelope.trace.tracestate = carrier.get(HEADER_TRACESTATE, "")
+    if trace is not None:
+        envelope.trace.CopyFrom(trace)
+    else:
+        carrier = _current_trace_carrier()
+        envelope.trace.traceparent = carrier.get(HEADER_TRACEPARENT, "")
+        envelope.trace.tracestate = carrier.get(HEADER_TRACESTATE, "")
     envelope.payload.Pack(payload)
     return envelope
 

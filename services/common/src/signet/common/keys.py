@@ -18,14 +18,14 @@ because documents never reach the signer, only their hashes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from signet.common.errors import FailedPrecondition, InvalidArgument
+from signet.common.errors import FailedPrecondition, InvalidArgument, ServiceError
 
 # PKCS#11 constants (CKK_*, CKM_*, CKG_*) as plain ints: the table is data that also has to
 # describe vendor mechanisms python-pkcs11 does not name.
@@ -387,6 +387,19 @@ class KeyBackend(Protocol):
         data: bytes,
     ) -> bytes:
         """Sign ``data`` (a digest; the message for Ed25519) in Signet's signature format."""
+        ...
+
+    def sign_many(
+        self,
+        key_id: str,
+        scheme: SignatureScheme,
+        hash_alg: HashAlgorithm | None,
+        items: Sequence[bytes],
+    ) -> list[bytes | ServiceError]:
+        """Sign each of ``items`` like :meth:`sign`; an item's own error is its result.
+
+        Errors of the whole call (unknown key, HSM down) raise.
+        """
         ...
 
     def destroy(self, key_id: str) -> None:

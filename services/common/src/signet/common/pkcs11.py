@@ -27,7 +27,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -755,6 +755,44 @@ class Pkcs11KeyBackend:
             raise Internal()
 
         return self._pool.run(sign_in)
+
+    def sign_many(
+        self,
+        key_id: str,
+        scheme: SignatureScheme,
+        hash_alg: HashAlgorithm | None,
+        items: Sequence[bytes],
+    ) -> list[bytes | ServiceError]:
+        """Sign every item on one pooled session (one lease, one key lookup for the lot)."""
+        validate_key_id(key_id)
+
+        def sign_all(session: Any) -> list[bytes | ServiceError]:
+            for attempt in (1, 2):
+                entry = self._private(session, key_id)
+                out: list[bytes | ServiceError] = []
+                try:
+                    for data in items:
+                        try:
+                            request = prepare_signature(entry.algorithm, scheme, hash_alg, data)
+                        except ServiceError as err:
+                            out.append(err)
+                            continue
+                        mechanism = request.mechanism
+                        raw = entry.key.sign(
+                            request.payload,
+                            mechanism=_mechanism(mechanism.mechanism),
+                            mechanism_param=mechanism.pss_params,
+                        )
+                        out.append(finish_signature(request, bytes(raw)))
+                except (p11e.KeyHandleInvalid, p11e.ObjectHandleInvalid):
+                    self._evict(session, key_id)
+                    if attempt == 2:
+                        raise
+                    continue
+                return out
+            raise Internal()
+
+        return self._pool.run(sign_all)
 
     def destroy(self, key_id: str) -> None:
         """Destroy the private and public key objects of ``key_id``."""

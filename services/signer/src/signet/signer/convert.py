@@ -7,6 +7,7 @@ caller is INVALID_ARGUMENT naming the field.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +41,7 @@ _PREFIX: dict[type[StrEnum], tuple[str, object]] = {
 }
 
 
+@functools.cache
 def to_proto(value: StrEnum) -> int:
     """The proto enum number of a domain enum value."""
     prefix, wrapper = _PREFIX[type(value)]

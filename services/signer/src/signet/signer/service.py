@@ -43,7 +43,7 @@ from signet.common.errors import (
     PermissionDenied,
     ServiceError,
 )
-from signet.common.events import SIGNATURE_TOPIC, EventEnvelope, new_envelope
+from signet.common.events import SIGNATURE_TOPIC, EventEnvelope, TraceContext, new_envelope
 from signet.common.grants import GrantClaims, verify_grant
 from signet.common.groupcommit import GroupCommitter, RawStatement
 from signet.common.keys import (
@@ -343,20 +343,27 @@ class Signer:
             except ServiceError as err:
                 results[index] = SignResult(item_id=item.item_id, key_id=item.key_id, error=err)
         signed: list[_Pending] = []
+        # Items for the same key and mechanism sign on one HSM session in one go.
+        runs: dict[tuple[str, SignatureScheme, HashAlgorithm | None], list[_Pending]] = {}
         for p in pending:
+            hash_alg = None if p.item.is_message else p.item.hash_alg
+            runs.setdefault((p.key.key_id, p.scheme, hash_alg), []).append(p)
+        for (key_id, scheme, hash_alg), run in runs.items():
             try:
-                p.signature = self.backend.sign(
-                    p.key.key_id,
-                    p.scheme,
-                    None if p.item.is_message else p.item.hash_alg,
-                    p.item.data,
+                outputs = self.backend.sign_many(
+                    key_id, scheme, hash_alg, [p.item.data for p in run]
                 )
             except ServiceError as err:
-                results[p.index] = SignResult(
-                    item_id=p.item.item_id, key_id=p.key.key_id, error=err
-                )
-                continue
-            signed.append(p)
+                outputs = [err] * len(run)
+            for p, output in zip(run, outputs, strict=True):
+                if isinstance(output, ServiceError):
+                    results[p.index] = SignResult(
+                        item_id=p.item.item_id, key_id=p.key.key_id, error=output
+                    )
+                else:
+                    p.signature = output
+                    signed.append(p)
+        signed.sort(key=lambda p: p.index)
         if signed:
             for index, result in self._commit(caller, signed, context or EventContext()).items():
                 results[index] = result
@@ -457,10 +464,10 @@ class Signer:
         """Consume grants, count uses and write events, as part of a group commit."""
         now = self._clock()
         ids = ["sig-" + uuid.uuid4().hex for _ in signed]
-        envelopes = [
-            _signature_event(p, sid, caller, context, now)
-            for p, sid in zip(signed, ids, strict=True)
-        ]
+        envelopes: list[EventEnvelope] = []
+        for p, sid in zip(signed, ids, strict=True):
+            trace = envelopes[0].trace if envelopes else None
+            envelopes.append(_signature_event(p, sid, caller, context, now, trace))
         assert self._committer is not None
         results = self._committer.submit(_Write(list(signed), ids, envelopes, now))
         for result in results.values():
@@ -758,7 +765,12 @@ def _view(record: KeyRecord) -> KeyView:
 
 
 def _signature_event(
-    p: _Pending, signature_id: str, caller: Principal, context: EventContext, now: datetime
+    p: _Pending,
+    signature_id: str,
+    caller: Principal,
+    context: EventContext,
+    now: datetime,
+    trace: TraceContext | None = None,
 ) -> EventEnvelope:
     hash_alg = p.item.hash_alg or HashAlgorithm.SHA256
     payload = convert.signature_event(
@@ -773,7 +785,12 @@ def _signature_event(
         context=context,
     )
     envelope = new_envelope(
-        payload, source=SOURCE, subject=p.key.key_id, tenant=p.key.owner.tenant, time=now
+        payload,
+        source=SOURCE,
+        subject=p.key.key_id,
+        tenant=p.key.owner.tenant,
+        time=now,
+        trace=trace,
     )
     envelope.actor.service = caller.subject
     if p.key.owner.account:

@@ -8,11 +8,12 @@ real HSM. SM2 is not offered: the ``cryptography`` library has no SM2 signing.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
-from signet.common.errors import AlreadyExists, NotFound
+from signet.common.errors import AlreadyExists, NotFound, ServiceError
 from signet.common.keys import (
     KEY_SPECS,
     HashAlgorithm,
@@ -112,6 +113,23 @@ class MemoryKeyBackend:
             )
             return key.sign(data, pss, prehashed)
         return key.sign(data, padding.PKCS1v15(), prehashed)
+
+    def sign_many(
+        self,
+        key_id: str,
+        scheme: SignatureScheme,
+        hash_alg: HashAlgorithm | None,
+        items: Sequence[bytes],
+    ) -> list[bytes | ServiceError]:
+        """Sign each item; an item's own error (say, its length) is its result."""
+        self._get(key_id)
+        out: list[bytes | ServiceError] = []
+        for data in items:
+            try:
+                out.append(self.sign(key_id, scheme, hash_alg, data))
+            except ServiceError as err:
+                out.append(err)
+        return out
 
     def destroy(self, key_id: str) -> None:
         """Forget the key; unknown keys are NotFound."""
