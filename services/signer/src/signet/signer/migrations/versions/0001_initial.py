@@ -50,10 +50,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("retirement_reason", sa.String(length=32), nullable=True),
-        sa.Column("request_id", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_keys")),
-        sa.UniqueConstraint("request_id", name=op.f("uq_keys_request_id")),
     )
     op.create_index(op.f("ix_keys_account_id"), "keys", ["account_id"], unique=False)
     op.create_index(op.f("ix_keys_tenant"), "keys", ["tenant"], unique=False)

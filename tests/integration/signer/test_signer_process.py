@@ -1,0 +1,182 @@
+"""The signer as operators run it: a supervisor and worker processes sharing one port.
+
+Real SoftHSM token, SQLite file, token auth. Covers: both workers serve the port, the
+parent's /metrics adds up the workers' counters, a killed worker is replaced, and SIGTERM
+drains everything with exit code 0 and no process left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from signet.common.auth import hash_token
+from signet.common.local.softhsm import TokenInfo
+from signet.common.v1 import common_pb2
+from signet.signer.v1 import signer_pb2, signer_pb2_grpc
+
+pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
+
+TOKEN = "process-test-token"
+METADATA = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class SignerProcess:
+    proc: subprocess.Popen[bytes]
+    address: str
+    metrics_url: str
+    log: Path
+
+    def children(self) -> set[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return {int(p) for p in out.stdout.split()}
+
+
+def _wait_serving(address: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise AssertionError(f"signer at {address} did not become healthy")
+
+
+@pytest.fixture
+def signer_process(softhsm_token: TokenInfo, tmp_path: Path) -> Iterator[SignerProcess]:
+    port, metrics_port = _free_port(), _free_port()
+    env = dict(os.environ)
+    env.update(softhsm_token.env)
+    env.update(
+        {
+            "SIGNET_SIGNER_GRPC_PORT": str(port),
+            "SIGNET_SIGNER_METRICS_PORT": str(metrics_port),
+            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{tmp_path / 'signer.db'}",
+            "SIGNET_SIGNER_PKCS11_MODULE": str(softhsm_token.module_path),
+            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": softhsm_token.label,
+            "SIGNET_SIGNER_PKCS11_PIN": softhsm_token.pin,
+            "SIGNET_SIGNER_AUTH_MODE": "token",
+            "SIGNET_SIGNER_API_TOKEN_HASHES": f"evidence:{hash_token(TOKEN)}",
+            "SIGNET_SIGNER_WORKERS": "2",
+            "SIGNET_SIGNER_DRAIN_SECONDS": "2",
+            "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
+        }
+    )
+    log = tmp_path / "signer.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signet.signer"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    running = SignerProcess(
+        proc, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log
+    )
+    try:
+        _wait_serving(running.address)
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in running.children():
+            os.kill(pid, signal.SIGKILL)
+
+
+def _sign_many(address: str, key_id: str, calls: int) -> None:
+    request = signer_pb2.SignDigestRequest(
+        key_id=key_id,
+        digest=common_pb2.Digest(
+            algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=hashlib.sha256(b"p").digest()
+        ),
+    )
+    # Separate connections: the kernel spreads connections, not calls, over the workers.
+    channels = [
+        grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(8)
+    ]
+    try:
+        for n in range(calls):
+            stub = signer_pb2_grpc.SignerServiceStub(channels[n % len(channels)])
+            assert stub.SignDigest(request, metadata=METADATA, timeout=10).signature
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def _counter(metrics_url: str, method: str, code: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("signet_signer_grpc_requests_total{")
+            and f'method="{method}"' in line
+            and f'code="{code}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_workers_share_the_port_restart_and_drain(signer_process: SignerProcess) -> None:
+    workers = signer_process.children()
+    assert len(workers) == 2
+    stub = signer_pb2_grpc.SignerServiceStub(grpc.insecure_channel(signer_process.address))
+    key = stub.CreateKey(
+        signer_pb2.CreateKeyRequest(
+            algorithm=common_pb2.KEY_ALGORITHM_EC_P256,
+            purpose=signer_pb2.KEY_PURPOSE_LOG_SIGNING,
+            owner=signer_pb2.KeyOwner(system="evidence"),
+        ),
+        metadata=METADATA,
+        timeout=10,
+    ).key
+    _sign_many(signer_process.address, key.key_id, 200)
+    method = "/signet.signer.v1.SignerService/SignDigest"
+    assert _counter(signer_process.metrics_url, method, "OK") == 200
+
+    # A worker that dies is replaced; the service keeps answering meanwhile.
+    victim = sorted(workers)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = signer_process.children()
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.2)
+    assert len(signer_process.children()) == 2
+    assert victim not in signer_process.children()
+    _wait_serving(signer_process.address)
+    _sign_many(signer_process.address, key.key_id, 50)
+
+    remaining = signer_process.children()
+    signer_process.proc.send_signal(signal.SIGTERM)
+    assert signer_process.proc.wait(timeout=30) == 0
+    for pid in remaining:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
