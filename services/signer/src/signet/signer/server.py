@@ -28,6 +28,7 @@ from signet.common.keys import KeyBackend
 from signet.common.logging import configure_logging
 from signet.common.metrics import MetricsServer
 from signet.common.runtime import Runtime, run
+from signet.signer import documents
 from signet.signer.config import SignerSettings
 from signet.signer.models import MIGRATIONS_DIR
 from signet.signer.service import Signer
@@ -68,22 +69,29 @@ def open_backend(settings: SignerSettings) -> tuple[KeyBackend, object]:
 
 def serve_worker(settings: SignerSettings, index: int, *, migrate: bool) -> None:
     """Run one signer server in this process until SIGTERM."""
+    # A malformed timestamp authority URL stops the start, not every B-T request later.
+    timestamper = (
+        documents.http_timestamper(settings.tsa_url, settings.tsa_timeout_seconds)
+        if settings.tsa_url
+        else None
+    )
     runtime = Runtime.open(settings, MIGRATIONS_DIR if migrate else None, relay=index == 0)
     backend, pool = open_backend(settings)
+    signer = Signer(
+        runtime.db,
+        backend,
+        max_batch=settings.max_batch_size,
+        on_commit=runtime.committed,
+    )
     try:
-        signer = Signer(
-            runtime.db,
-            backend,
-            max_batch=settings.max_batch_size,
-            on_commit=runtime.committed,
-        )
         run(
             runtime,
-            SignerServicer(signer, tsa_url=settings.tsa_url),
+            SignerServicer(signer, tsa_url=settings.tsa_url, timestamper=timestamper),
             signer_pb2_grpc.add_SignerServiceServicer_to_server,
             service_names=[SERVICE_NAME],
         )
     finally:
+        signer.close()
         pool.close()  # type: ignore[attr-defined]
 
 

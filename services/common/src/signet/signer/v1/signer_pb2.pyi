@@ -858,7 +858,7 @@ class SignDocumentRequest(_message.Message):
     grant: _builtins.str
     format: Global___DocumentFormat.ValueType
     document: _builtins.bytes
-    """The document itself. Required for PAdES (at most 32 MiB); the signer does not keep it."""
+    """The document itself. Required for PAdES (at most 15 MiB); the signer does not keep it."""
     hash_algorithm: _common_pb2.HashAlgorithm.ValueType
     """Hash for the message digest and signed attributes when document bytes are given."""
     scheme: _common_pb2.SignatureScheme.ValueType
