@@ -163,6 +163,9 @@ class GroupCommitter(Generic[_Req, _Res]):
     def _connection(self) -> Any:
         if self._raw is None:
             self._raw = self._engine.raw_connection()
+            if self._sqlite:
+                # The writer waits for the lock itself (see _begin_immediate).
+                self._raw.cursor().execute("PRAGMA busy_timeout = 0")
         return self._raw
 
     def _begin_immediate(self, cursor: Any) -> None:
@@ -173,7 +176,6 @@ class GroupCommitter(Generic[_Req, _Res]):
         millisecond. The writer polls from every 0.2 ms, backing off to 2 ms, up to
         ``LOCK_TIMEOUT``.
         """
-        cursor.execute("PRAGMA busy_timeout = 0")
         deadline = time.monotonic() + self.LOCK_TIMEOUT
         pause = 0.0002
         while True:
@@ -189,6 +191,9 @@ class GroupCommitter(Generic[_Req, _Res]):
     def _drop_connection(self) -> None:
         if self._raw is not None:
             try:
+                if self._sqlite:
+                    # Its busy timeout was changed: it must not go back to the pool as is.
+                    self._raw.invalidate()
                 self._raw.close()
             except Exception:  # noqa: BLE001 (a broken connection is being discarded anyway)
                 _log.debug("closing the writer connection failed", exc_info=True)
