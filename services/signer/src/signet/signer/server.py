@@ -24,6 +24,7 @@ import time
 from types import FrameType
 
 from signet.common.db import Database
+from signet.common.errors import ServiceError
 from signet.common.keys import KeyBackend
 from signet.common.logging import configure_logging
 from signet.common.metrics import MetricsServer
@@ -42,6 +43,14 @@ _log = logging.getLogger("signet.signer.server")
 
 def main() -> None:
     """Serve until SIGTERM: one worker in this process, or a supervisor of several."""
+    try:
+        _main()
+    except ServiceError as err:
+        # A configuration the signer cannot start with (bad TSA URL, HSM token missing).
+        raise SystemExit(f"signer: cannot start: {err.message}") from None
+
+
+def _main() -> None:
     settings = SignerSettings()
     index = os.environ.get(WORKER_ENV)
     if index is not None:
