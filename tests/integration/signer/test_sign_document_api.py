@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from sqlalchemy import select
 
 from signet.common.auth import StaticTokenAuthenticator, hash_token
 from signet.common.db import Database
+from signet.common.errors import Unavailable
 from signet.common.events import decode_envelope, unpack_payload
 from signet.common.grants import GrantClaims, encode_grant
 from signet.common.outbox import OutboxMessage
@@ -70,6 +72,7 @@ class Env:
 
     ca: signer_pb2_grpc.SignerServiceStub
     no_tsa: signer_pb2_grpc.SignerServiceStub
+    tsa_down: signer_pb2_grpc.SignerServiceStub
     identity: signer_pb2_grpc.SignerServiceStub
     db: Database
     pki: Pki
@@ -143,6 +146,11 @@ def env(
 
     with_tsa = serve(SignerServicer(signer, tsa_url=tsa_url))
     without_tsa = serve(SignerServicer(signer))
+
+    def unreachable(imprint: bytes, hash_name: str) -> Any:
+        raise Unavailable("timestamp authority did not answer")
+
+    tsa_down = serve(SignerServicer(signer, tsa_url="http://tsa.invalid", timestamper=unreachable))
     stubs = {
         name: signer_pb2_grpc.SignerServiceStub(with_tsa.new_channel(bearer_token=token))
         for name, token in tokens.items()
@@ -160,6 +168,9 @@ def env(
             no_tsa=signer_pb2_grpc.SignerServiceStub(
                 without_tsa.new_channel(bearer_token=tokens["ca-gateway"])
             ),
+            tsa_down=signer_pb2_grpc.SignerServiceStub(
+                tsa_down.new_channel(bearer_token=tokens["ca-gateway"])
+            ),
             identity=stubs["identity"],
             db=db,
             pki=test_pki,
@@ -168,6 +179,7 @@ def env(
     finally:
         with_tsa.stop()
         without_tsa.stop()
+        tsa_down.stop()
         close = getattr(signer, "close", None)
         if close is not None:
             close()
@@ -440,6 +452,10 @@ def test_signature_created_event_names_the_document_and_never_carries_it(env: En
     assert event.digest == common_pb2.Digest(algorithm=SHA256, value=digest)
     assert list(envelope.digests) == [common_pb2.Digest(algorithm=SHA256, value=digest)]
     assert envelope.transaction_id == "tx-doc"
+    # Recorded after the document was whole: hashes of the delivered CMS and its token.
+    assert event.signature_sha256 == hashlib.sha256(reply.signed_output).digest()
+    assert reply.timestamp_token
+    assert event.timestamp_token_sha256 == hashlib.sha256(reply.timestamp_token).digest()
     blobs = b"".join(env.outbox())
     assert document not in blobs
     assert reply.signed_output not in blobs
@@ -503,3 +519,28 @@ def test_ed25519_certificate_must_hold_the_hsm_key(env: Env) -> None:
     )
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "certificate does not match the signing key" in details
+
+
+def test_timestamp_failure_records_nothing_and_leaves_the_grant_usable(env: Env) -> None:
+    subscriber = env.subscriber()
+    document = _document()
+    grant = env.grant(subscriber.key, [hashlib.sha256(document).digest()])
+    request = _request(subscriber, grant, document=document, level=B_T)
+
+    with pytest.raises(grpc.RpcError) as info:
+        env.tsa_down.SignDocument(request)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+    name = events_pb2.SignatureCreated.DESCRIPTOR.full_name
+    recorded = [
+        e
+        for e in (decode_envelope(raw) for raw in env.outbox())
+        if e.type == name and e.subject == subscriber.key.key_id
+    ]
+    assert recorded == []
+    # The grant was not consumed: with the timestamp authority back, it signs once.
+    reply = env.ca.SignDocument(request)
+    assert reply.timestamp_token
+    with pytest.raises(grpc.RpcError) as again:
+        env.ca.SignDocument(request)
+    assert again.value.code() is grpc.StatusCode.PERMISSION_DENIED

@@ -183,7 +183,7 @@ def signature_event(
         grant_id=grant_id,
         digest=digest_message(hash_alg, digest),
         scheme=to_proto(scheme),  # type: ignore[arg-type]
-        signature_sha256=hashlib.sha256(signature).digest(),
+        signature_sha256=context.output_sha256 or hashlib.sha256(signature).digest(),
         document_format=context.document_format,  # type: ignore[arg-type]
         level=context.level,  # type: ignore[arg-type]
         timestamp_token_sha256=context.timestamp_token_sha256,

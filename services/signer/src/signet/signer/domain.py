@@ -124,3 +124,6 @@ class EventContext:
     level: int = 0
     certificate_serial: str = ""
     timestamp_token_sha256: bytes = b""
+    # SHA-256 of what the signature was delivered in (the CMS, the signed PDF); when
+    # empty, the event records the hash of the signature value itself.
+    output_sha256: bytes = b""

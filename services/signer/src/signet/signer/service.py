@@ -38,6 +38,7 @@ from signet.common.db import Database, UtcDateTime, utcnow
 from signet.common.errors import (
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -329,6 +330,31 @@ class Signer:
         ``batch_grant`` applies to items without a grant of their own. Errors of the
         whole call (no items, too many) raise.
         """
+        results, signed = self._sign_in_hsm(caller, items, batch_grant)
+        if signed:
+            for index, result in self._commit(caller, signed, context or EventContext()).items():
+                results[index] = result
+            self.on_commit()
+        return [r for r in results if r is not None]
+
+    def sign_uncommitted(self, caller: Principal, item: SignItem) -> PendingSignature:
+        """Sign one item in the HSM without recording it yet (documents).
+
+        The caller builds what the signature goes into (a CMS, a PDF, a timestamp), then
+        :meth:`PendingSignature.commit` consumes the grant and writes the event, or the
+        signature is dropped unused: a failure in between neither burns the grant nor
+        records a signature nobody received.
+        """
+        results, signed = self._sign_in_hsm(caller, [item], "")
+        if not signed:
+            error = results[0].error if results[0] is not None else None
+            raise error or Internal()
+        return PendingSignature(self, caller, signed[0])
+
+    def _sign_in_hsm(
+        self, caller: Principal, items: Sequence[SignItem], batch_grant: str
+    ) -> tuple[list[SignResult | None], list[_Pending]]:
+        """Admit each item and sign the admitted ones; per-item errors in the results."""
         if not items:
             raise InvalidArgument("at least one item to sign is required")
         if len(items) > self.max_batch:
@@ -364,11 +390,7 @@ class Signer:
                     p.signature = output
                     signed.append(p)
         signed.sort(key=lambda p: p.index)
-        if signed:
-            for index, result in self._commit(caller, signed, context or EventContext()).items():
-                results[index] = result
-            self.on_commit()
-        return [r for r in results if r is not None]
+        return results, signed
 
     def _admit(
         self,
@@ -730,6 +752,32 @@ class _GroupWriter:
             if not self._sql.mark_used.execute(cursor, values):
                 retired.add(key_id)
         return retired
+
+
+class PendingSignature:
+    """A signature made in the HSM and not yet recorded (see Signer.sign_uncommitted)."""
+
+    def __init__(self, signer: Signer, caller: Principal, pending: _Pending) -> None:
+        self._signer = signer
+        self._caller = caller
+        self._pending = pending
+        self._done = False
+
+    @property
+    def signature(self) -> bytes:
+        """The signature value, to embed; not to hand out before :meth:`commit`."""
+        return self._pending.signature
+
+    def commit(self, context: EventContext) -> SignResult:
+        """Consume the grant and write SignatureCreated; raises the item's error if any."""
+        if self._done:
+            raise FailedPrecondition("this signature was already recorded")
+        self._done = True
+        result = self._signer._commit(self._caller, [self._pending], context)[self._pending.index]
+        if result.error is not None:
+            raise result.error
+        self._signer.on_commit()
+        return result
 
 
 def _check_key_id(key_id: str) -> None:

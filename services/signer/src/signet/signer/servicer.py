@@ -6,13 +6,14 @@ input raises :mod:`signet.common.errors`, which the error interceptor turns into
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
 
 from signet.common.auth import current_principal
-from signet.common.errors import FailedPrecondition, InvalidArgument, ServiceError
+from signet.common.errors import FailedPrecondition, Internal, InvalidArgument, ServiceError
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
 from signet.common.v1 import common_pb2
 from signet.signer import convert, documents
@@ -25,7 +26,7 @@ from signet.signer.domain import (
     SignResult,
 )
 from signet.signer.models import KeyState
-from signet.signer.service import Signer
+from signet.signer.service import PendingSignature, Signer
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 
 MAX_DOCUMENT_BYTES = 15 * 1024 * 1024
@@ -195,13 +196,7 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         scheme = scheme or DEFAULT_SCHEME[key.algorithm]
         signing_time = self._clock().replace(microsecond=0)
         serial = documents.certificate_serial(request.certificate_chain_der[0])
-        event = EventContext(
-            transaction_id=request.transaction_id,
-            document_format=fmt,
-            level=level,
-            certificate_serial=serial,
-        )
-        signature_ids: list[str] = []
+        made: list[PendingSignature] = []
 
         def sign(digest_alg: HashAlgorithm | None, data: bytes) -> bytes:
             item = SignItem(
@@ -213,11 +208,10 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
                 is_message=digest_alg is None,
                 authorized_digest=doc_digest,
             )
-            result = self._signer.sign(caller, [item], context=event)[0]
-            if result.error is not None:
-                raise result.error
-            signature_ids.append(result.signature_id)
-            return result.signature
+            # Recorded (grant consumed, event written) only once the document is whole.
+            pending = self._signer.sign_uncommitted(caller, item)
+            made.append(pending)
+            return pending.signature
 
         timestamp = self._signature_timestamper() if b_t else None
         chain = list(request.certificate_chain_der)
@@ -253,8 +247,20 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
                 timestamp=timestamp,
             )
             token = documents.pdf_timestamp_token_of(output, field_name) if b_t else b""
+        if len(made) != 1:
+            raise Internal()
+        recorded = made[0].commit(
+            EventContext(
+                transaction_id=request.transaction_id,
+                document_format=fmt,
+                level=level,
+                certificate_serial=serial,
+                timestamp_token_sha256=hashlib.sha256(token).digest() if token else b"",
+                output_sha256=hashlib.sha256(output).digest(),
+            )
+        )
         return signer_pb2.SignDocumentResponse(
-            signature_id=signature_ids[-1] if signature_ids else "",
+            signature_id=recorded.signature_id,
             signed_output=output,
             document_digest=convert.digest_message(hash_alg, doc_digest),
             signing_time=convert.timestamp(signing_time),

@@ -1197,16 +1197,14 @@ class SignatureCreated(_message.Message):
     """The grant that allowed it; empty for system keys."""
     scheme: _common_pb2.SignatureScheme.ValueType
     signature_sha256: _builtins.bytes
-    """SHA-256 of the signature value (for SignDocument: the value inside the CMS / PDF
-    signature, which is recorded before the document around it is assembled).
+    """SHA-256 of the signature value, or for SignDocument of the delivered CMS / signed PDF
+    (recorded once the document is whole; a failure before that records nothing).
     """
     document_format: _signer_pb2.DocumentFormat.ValueType
     """Set for SignDocument."""
     level: _signer_pb2.SignatureLevel.ValueType
     timestamp_token_sha256: _builtins.bytes
-    """SHA-256 of the embedded timestamp token, for B-T. Not yet set: the token is requested
-    after the signature is recorded; SignDocument returns it to the caller.
-    """
+    """SHA-256 of the embedded timestamp token, for B-T."""
     caller: _builtins.str
     """Authenticated caller (credential id or service identity)."""
     batch_id: _builtins.str
