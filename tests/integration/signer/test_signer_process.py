@@ -53,6 +53,14 @@ class SignerProcess:
         )
         return {int(p) for p in out.stdout.split()}
 
+    def workers(self) -> set[int]:
+        """The worker processes (the other child is the signature journal)."""
+        return {
+            pid
+            for pid in self.children()
+            if b"signet.signer.journal" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        }
+
 
 def _wait_serving(address: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
@@ -144,8 +152,9 @@ def _counter(metrics_url: str, method: str, code: str) -> float:
 
 
 def test_workers_share_the_port_restart_and_drain(signer_process: SignerProcess) -> None:
-    workers = signer_process.children()
+    workers = signer_process.workers()
     assert len(workers) == 2
+    assert len(signer_process.children()) == 3  # and the journal
     stub = signer_pb2_grpc.SignerServiceStub(grpc.insecure_channel(signer_process.address))
     key = stub.CreateKey(
         signer_pb2.CreateKeyRequest(
@@ -165,14 +174,43 @@ def test_workers_share_the_port_restart_and_drain(signer_process: SignerProcess)
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        now = signer_process.children()
+        now = signer_process.workers()
         if len(now) == 2 and victim not in now:
             break
         time.sleep(0.2)
-    assert len(signer_process.children()) == 2
-    assert victim not in signer_process.children()
+    assert len(signer_process.workers()) == 2
+    assert victim not in signer_process.workers()
     _wait_serving(signer_process.address)
     _sign_many(signer_process.address, key.key_id, 50)
+
+    # So is the journal; while it is down, calls are UNAVAILABLE (retryable, nothing
+    # recorded), and afterwards every worker thread reconnects by itself.
+    (journal,) = signer_process.children() - signer_process.workers()
+    os.kill(journal, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        others = signer_process.children() - signer_process.workers()
+        if others and journal not in others:
+            break
+        time.sleep(0.2)
+    assert journal not in signer_process.children()
+    before = _counter(signer_process.metrics_url, method, "OK")
+    recovered = 0
+    codes: set[grpc.StatusCode] = set()
+    deadline = time.monotonic() + 30
+    while recovered == 0 and time.monotonic() < deadline:
+        try:
+            _sign_many(signer_process.address, key.key_id, 1)
+            recovered = 1
+        except grpc.RpcError as err:
+            codes.add(err.code())
+            time.sleep(0.2)
+    assert recovered
+    assert codes <= {grpc.StatusCode.UNAVAILABLE}
+    # A connection to the dead journal is replaced before anything is sent on it.
+    _sign_many(signer_process.address, key.key_id, 100)
+    recovered += 100
+    assert _counter(signer_process.metrics_url, method, "OK") == before + recovered
 
     remaining = signer_process.children()
     signer_process.proc.send_signal(signal.SIGTERM)

@@ -4,9 +4,10 @@ CPython runs one thread of Python at a time, so one process cannot use both core
 RPC handling and HSM calls. The signer therefore runs ``workers`` processes (one per core
 by default) that share the gRPC port with SO_REUSEPORT, the kernel spreading connections
 over them. The parent never loads the PKCS#11 module (a module must not be inherited over
-fork); it migrates the database, checks that the port is free, starts the workers,
-restarts one that dies, serves their combined /metrics and passes SIGTERM on for a drain.
-Only worker 0 runs the outbox relay.
+fork); it migrates the database, checks that the port is free, starts the signature
+journal (see :mod:`signet.signer.journal`) and the workers, restarts one that dies, serves
+their combined /metrics and passes SIGTERM on for a drain. Only worker 0 runs the outbox
+relay.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from signet.common.metrics import MetricsServer
 from signet.common.runtime import Runtime, run
 from signet.signer import documents
 from signet.signer.config import SignerSettings
+from signet.signer.journal import JournalClient
 from signet.signer.models import MIGRATIONS_DIR
 from signet.signer.service import Signer
 from signet.signer.servicer import SignerServicer
@@ -38,6 +40,8 @@ from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 
 SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
 WORKER_ENV = "SIGNET_SIGNER_WORKER_INDEX"
+JOURNAL_ENV = "SIGNET_SIGNER_JOURNAL_SOCKET"
+JOURNAL = -1  # the journal's slot among the supervised processes
 _log = logging.getLogger("signet.signer.server")
 
 
@@ -86,11 +90,13 @@ def serve_worker(settings: SignerSettings, index: int, *, migrate: bool) -> None
     )
     runtime = Runtime.open(settings, MIGRATIONS_DIR if migrate else None, relay=index == 0)
     backend, pool = open_backend(settings)
+    journal_socket = os.environ.get(JOURNAL_ENV)
     signer = Signer(
         runtime.db,
         backend,
         max_batch=settings.max_batch_size,
         on_commit=runtime.committed,
+        _committer=JournalClient(journal_socket) if journal_socket else None,
     )
     try:
         run(
@@ -133,11 +139,14 @@ class Supervisor:
         env["SIGNET_SIGNER_GRPC_PORT"] = str(port)
         env["SIGNET_SIGNER_GRPC_REUSE_PORT"] = "true"
         env["SIGNET_SIGNER_METRICS_ENABLED"] = "false"
+        env[JOURNAL_ENV] = os.path.join(self._multiproc_dir, "journal.sock")
         metrics = self._metrics_server()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         _log.info("starting workers", extra={"workers": self._workers, "grpc_port": port})
         try:
+            self._spawn(JOURNAL, env)
+            self._wait_for_journal(env[JOURNAL_ENV])
             for index in range(self._workers):
                 self._spawn(index, env)
             while not self._stop.wait(timeout=0.5):
@@ -173,11 +182,21 @@ class Supervisor:
         self._stop.set()
 
     def _spawn(self, index: int, env: dict[str, str]) -> None:
-        worker_env = dict(env)
-        worker_env[WORKER_ENV] = str(index)
-        self._procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "signet.signer"], env=worker_env, stdin=subprocess.DEVNULL
-        )
+        if index == JOURNAL:
+            command = [sys.executable, "-m", "signet.signer.journal", env[JOURNAL_ENV]]
+            child_env = env
+        else:
+            command = [sys.executable, "-m", "signet.signer"]
+            child_env = dict(env)
+            child_env[WORKER_ENV] = str(index)
+        self._procs[index] = subprocess.Popen(command, env=child_env, stdin=subprocess.DEVNULL)
+
+    def _wait_for_journal(self, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if self._procs[JOURNAL].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("signer: the signature journal did not start")
+            time.sleep(0.05)
 
     def _restart_dead(self, env: dict[str, str]) -> None:
         for index, proc in list(self._procs.items()):
@@ -199,13 +218,24 @@ class Supervisor:
             self._spawn(index, env)
 
     def _drain(self) -> int:
-        """Pass SIGTERM on, wait for the workers' drain, kill what is left."""
-        for proc in self._procs.values():
+        """Pass SIGTERM on, wait for the workers' drain, kill what is left.
+
+        The journal stops last: draining workers still record their last signatures.
+        """
+        journal = self._procs.pop(JOURNAL, None)
+        code = self._stop_all(self._procs)
+        if journal is not None:
+            code = max(code, self._stop_all({JOURNAL: journal}))
+        _log.info("workers stopped")
+        return code
+
+    def _stop_all(self, procs: dict[int, subprocess.Popen[bytes]]) -> int:
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self._settings.drain_seconds + 10
         code = 0
-        for index, proc in self._procs.items():
+        for index, proc in procs.items():
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
@@ -213,5 +243,4 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
                 code = 1
-        _log.info("workers stopped")
         return code

@@ -24,17 +24,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
-from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from sqlalchemy import Integer, Table, bindparam, insert, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from signet.common.auth import Principal
-from signet.common.db import Database, UtcDateTime, utcnow
+from signet.common.db import Database, utcnow
 from signet.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -46,7 +43,6 @@ from signet.common.errors import (
 )
 from signet.common.events import SIGNATURE_TOPIC, EventEnvelope, TraceContext, new_envelope
 from signet.common.grants import GrantClaims, verify_grant
-from signet.common.groupcommit import GroupCommitter, RawStatement
 from signet.common.keys import (
     KEY_SPECS,
     HashAlgorithm,
@@ -54,7 +50,7 @@ from signet.common.keys import (
     KeyBackend,
     SignatureScheme,
 )
-from signet.common.outbox import OUTBOX_TABLE, Outbox
+from signet.common.outbox import Outbox
 from signet.signer import convert
 from signet.signer.domain import (
     DEFAULT_SCHEME,
@@ -66,7 +62,15 @@ from signet.signer.domain import (
     SignItem,
     SignResult,
 )
-from signet.signer.models import ConsumedGrant, KeyRecord, KeyState
+from signet.signer.journal import (
+    REPLAYED,
+    RETIRED,
+    Journal,
+    JournalItem,
+    JournalWrite,
+    local_journal,
+)
+from signet.signer.models import KeyRecord, KeyState
 
 SOURCE = "signer"
 DEFAULT_SYSTEM_OWNERS = frozenset({"ca-gateway", "evidence", "identity", "notify", "signer"})
@@ -141,9 +145,7 @@ class Signer:
     on_commit: Callable[[], None] = lambda: None
     grant_keys: GrantKeys | None = None
     _clock: Callable[[], datetime] = field(default=utcnow, repr=False)
-    _committer: GroupCommitter[_Write, dict[int, SignResult]] | None = field(
-        default=None, repr=False
-    )
+    _committer: Journal | None = field(default=None, repr=False)
     # Key records for the signing path. Owner and algorithm never change; the state is
     # checked again when the signature commits, so a stale entry cannot sign with a
     # retired key (the entry is dropped then).
@@ -154,11 +156,7 @@ class Signer:
         if self.grant_keys is None:
             self.grant_keys = GrantKeys(self.db)
         if self._committer is None:
-            engine = self.db.engine
-            error = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
-            self._committer = GroupCommitter(
-                engine, _GroupWriter(engine.dialect, error), name="signer-commit"
-            )
+            self._committer = local_journal(self.db)
 
     def close(self) -> None:
         """Finish queued commits and stop the writer thread."""
@@ -483,18 +481,48 @@ class Signer:
     def _commit(
         self, caller: Principal, signed: Sequence[_Pending], context: EventContext
     ) -> dict[int, SignResult]:
-        """Consume grants, count uses and write events, as part of a group commit."""
+        """Record the signatures (grant, counters, event) through the journal."""
         now = self._clock()
         ids = ["sig-" + uuid.uuid4().hex for _ in signed]
         envelopes: list[EventEnvelope] = []
         for p, sid in zip(signed, ids, strict=True):
             trace = envelopes[0].trace if envelopes else None
             envelopes.append(_signature_event(p, sid, caller, context, now, trace))
+        rows = Outbox.rows(SIGNATURE_TOPIC, envelopes)
+        write = JournalWrite(
+            tuple(
+                JournalItem(
+                    index=p.index,
+                    key_id=p.key.key_id,
+                    grant_id=p.grant.grant_id if p.grant else "",
+                    grant_expires_at=p.grant.expires_at if p.grant else None,
+                    event=row,
+                )
+                for p, row in zip(signed, rows, strict=True)
+            ),
+            now,
+        )
         assert self._committer is not None
-        results = self._committer.submit(_Write(list(signed), ids, envelopes, now))
-        for result in results.values():
-            if result.error is not None and "retired" in result.error.message:
-                self._forget(result.key_id)
+        outcomes = self._committer.submit(write)
+        results: dict[int, SignResult] = {}
+        for p, signature_id in zip(signed, ids, strict=True):
+            outcome = outcomes[p.index]
+            if outcome == REPLAYED:
+                error: ServiceError = PermissionDenied("signing grant has already been used")
+            elif outcome == RETIRED:
+                self._forget(p.key.key_id)
+                error = FailedPrecondition(f"key {p.key.key_id} was retired while signing")
+            else:
+                results[p.index] = SignResult(
+                    item_id=p.item.item_id,
+                    signature=p.signature,
+                    signature_id=signature_id,
+                    scheme=p.scheme,
+                    key_id=p.key.key_id,
+                    signed_at=now,
+                )
+                continue
+            results[p.index] = SignResult(item_id=p.item.item_id, key_id=p.key.key_id, error=error)
         return results
 
     # ---- access rules --------------------------------------------------------------
@@ -599,159 +627,6 @@ class Signer:
         )
         envelope.actor.service = caller.subject
         Outbox.add(session, SIGNATURE_TOPIC, envelope)
-
-
-_KEYS = cast(Table, KeyRecord.__table__)
-_GRANTS = cast(Table, ConsumedGrant.__table__)
-_OUTBOX_COLUMNS = (
-    "event_id",
-    "topic",
-    "key",
-    "envelope",
-    "headers",
-    "created_at",
-    "published_at",
-    "attempts",
-)
-
-
-class _Statements:
-    """The signing path's writes, compiled once for the database's dialect."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.mark_used = RawStatement(
-            update(_KEYS)
-            .where(_KEYS.c.id == bindparam("key_id"), _KEYS.c.state == KeyState.ACTIVE.value)
-            .values(
-                sign_count=_KEYS.c.sign_count + bindparam("count", type_=Integer),
-                last_used_at=bindparam("now", type_=UtcDateTime()),
-            ),
-            dialect,
-        )
-        self.consume_grant = RawStatement(
-            insert(_GRANTS), dialect, ("grant_id", "key_id", "consumed_at", "expires_at")
-        )
-        self.add_event = RawStatement(insert(OUTBOX_TABLE), dialect, _OUTBOX_COLUMNS)
-
-
-@dataclass(frozen=True)
-class _Write:
-    """One call's signatures on their way to the database."""
-
-    signed: list[_Pending]
-    ids: list[str]
-    envelopes: list[EventEnvelope]
-    now: datetime
-
-
-class _GroupWriter:
-    """Commits a group of calls' signatures with few statements; per-call results."""
-
-    def __init__(self, dialect: Dialect, integrity_error: type[Exception]) -> None:
-        self._sql = _Statements(dialect)
-        self._integrity_error = integrity_error
-
-    def __call__(self, cursor: Any, writes: Sequence[_Write]) -> list[dict[int, SignResult]]:
-        now = writes[-1].now
-        owner_of_grant = self._consume_grants(cursor, writes, now)
-        retired = self._count_uses(cursor, writes, owner_of_grant, now)
-        rows: list[EventEnvelope] = []
-        outcomes: list[dict[int, SignResult]] = []
-        for n, write in enumerate(writes):
-            results: dict[int, SignResult] = {}
-            for p, signature_id, envelope in zip(
-                write.signed, write.ids, write.envelopes, strict=True
-            ):
-                error: ServiceError | None = None
-                if p.grant is not None and owner_of_grant.get(p.grant.grant_id) != n:
-                    error = PermissionDenied("signing grant has already been used")
-                elif p.key.key_id in retired:
-                    error = FailedPrecondition(f"key {p.key.key_id} was retired while signing")
-                if error is not None:
-                    results[p.index] = SignResult(
-                        item_id=p.item.item_id, key_id=p.key.key_id, error=error
-                    )
-                    continue
-                rows.append(envelope)
-                results[p.index] = SignResult(
-                    item_id=p.item.item_id,
-                    signature=p.signature,
-                    signature_id=signature_id,
-                    scheme=p.scheme,
-                    key_id=p.key.key_id,
-                    signed_at=write.now,
-                )
-            outcomes.append(results)
-        self._sql.add_event.execute_many(cursor, Outbox.rows(SIGNATURE_TOPIC, rows))
-        return outcomes
-
-    def _consume_grants(
-        self, cursor: Any, writes: Sequence[_Write], now: datetime
-    ) -> dict[str, int]:
-        """Record each grant id once; map it to the call (index) that may use it.
-
-        A grant id already stored (or used by an earlier call of the group) maps to no call.
-        """
-        first: dict[str, tuple[int, _Pending]] = {}
-        for n, write in enumerate(writes):
-            for p in write.signed:
-                if p.grant is not None and p.grant.grant_id not in first:
-                    first[p.grant.grant_id] = (n, p)
-        if not first:
-            return {}
-        rows = [
-            {
-                "grant_id": grant_id,
-                "key_id": p.key.key_id,
-                "consumed_at": now,
-                "expires_at": p.grant.expires_at if p.grant else now,
-            }
-            for grant_id, (_, p) in first.items()
-        ]
-        if self._try(cursor, lambda: self._sql.consume_grant.execute_many(cursor, rows)):
-            return {grant_id: n for grant_id, (n, _) in first.items()}
-        owners: dict[str, int] = {}
-        for row in rows:
-            grant_id = str(row["grant_id"])
-            if self._try(cursor, partial(self._sql.consume_grant.execute, cursor, row)):
-                owners[grant_id] = first[grant_id][0]
-        return owners
-
-    def _try(self, cursor: Any, action: Callable[[], object]) -> bool:
-        """Run ``action`` in a savepoint; False (and rolled back) on a duplicate key."""
-        cursor.execute("SAVEPOINT signet_grant")
-        try:
-            action()
-        except self._integrity_error:
-            cursor.execute("ROLLBACK TO SAVEPOINT signet_grant")
-            cursor.execute("RELEASE SAVEPOINT signet_grant")
-            return False
-        cursor.execute("RELEASE SAVEPOINT signet_grant")
-        return True
-
-    def _count_uses(
-        self,
-        cursor: Any,
-        writes: Sequence[_Write],
-        owner_of_grant: dict[str, int],
-        now: datetime,
-    ) -> set[str]:
-        """Bump each key's counters while it is still active; return keys retired meanwhile.
-
-        A key disabled by another call after this one admitted it keeps its state, and the
-        signatures made with it here are discarded.
-        """
-        per_key: dict[str, int] = {}
-        for n, write in enumerate(writes):
-            for p in write.signed:
-                if p.grant is None or owner_of_grant.get(p.grant.grant_id) == n:
-                    per_key[p.key.key_id] = per_key.get(p.key.key_id, 0) + 1
-        retired: set[str] = set()
-        for key_id, count in per_key.items():
-            values = {"key_id": key_id, "count": count, "now": now}
-            if not self._sql.mark_used.execute(cursor, values):
-                retired.add(key_id)
-        return retired
 
 
 class PendingSignature:
