@@ -7,6 +7,7 @@ drains everything with exit code 0 and no process left behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -109,11 +110,13 @@ def signer_process(softhsm_token: TokenInfo, tmp_path: Path) -> Iterator[SignerP
         _wait_serving(running.address)
         yield running
     finally:
+        children = running.children()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in running.children():
-            os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _sign_many(address: str, key_id: str, calls: int) -> None:
@@ -218,3 +221,20 @@ def test_workers_share_the_port_restart_and_drain(signer_process: SignerProcess)
     for pid in remaining:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_follow_a_supervisor_that_is_killed(signer_process: SignerProcess) -> None:
+    children = signer_process.children()
+    assert len(children) == 3
+    signer_process.proc.kill()
+    signer_process.proc.wait()
+    deadline = time.monotonic() + 30
+    alive = set(children)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                alive.discard(pid)
+        time.sleep(0.2)
+    assert alive == set()

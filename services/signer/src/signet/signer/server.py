@@ -12,6 +12,7 @@ relay.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -110,6 +111,16 @@ def serve_worker(settings: SignerSettings, index: int, *, migrate: bool) -> None
         pool.close()  # type: ignore[attr-defined]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the supervisor dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Supervisor:
     """Starts, watches and stops the worker processes."""
 
@@ -189,7 +200,9 @@ class Supervisor:
             command = [sys.executable, "-m", "signet.signer"]
             child_env = dict(env)
             child_env[WORKER_ENV] = str(index)
-        self._procs[index] = subprocess.Popen(command, env=child_env, stdin=subprocess.DEVNULL)
+        self._procs[index] = subprocess.Popen(
+            command, env=child_env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
 
     def _wait_for_journal(self, path: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
