@@ -32,6 +32,7 @@ import grpc
 from bench.harness import REGISTRY, Figures, percentile, rate
 from signet.common.auth import hash_token
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
+from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo, ensure_token
 from signet.common.v1 import common_pb2
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
@@ -121,22 +122,8 @@ def _free_port() -> int:
 
 
 def _wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"signer exited: {log.read_text()[-2000:]}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError("signer did not become healthy")
+    if not wait_serving(address, timeout=60) or proc.poll() is not None:
+        raise RuntimeError(f"signer did not become healthy: {log.read_text()[-2000:]}")
 
 
 def _channels(address: str, count: int) -> list[grpc.Channel]:

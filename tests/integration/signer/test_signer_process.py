@@ -22,9 +22,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from signet.common.auth import hash_token
+from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
@@ -63,19 +63,8 @@ class SignerProcess:
         }
 
 
-def _wait_serving(address: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise AssertionError(f"signer at {address} did not become healthy")
+def _wait_serving(address: str) -> None:
+    assert wait_serving(address), f"signer at {address} did not become healthy"
 
 
 @pytest.fixture

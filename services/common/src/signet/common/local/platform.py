@@ -87,6 +87,16 @@ def health_status(address: str, timeout: float = 2.0) -> str:
         return "DOWN"
 
 
+def wait_serving(address: str, timeout: float = 60.0) -> bool:
+    """Poll gRPC health at ``address`` until it answers SERVING; False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if health_status(address, timeout=1.0) == "SERVING":
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _pid_file(svc: ServiceProcess) -> Path:
     return state_dir() / "run" / f"{svc.name}.pid"
 
