@@ -23,22 +23,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 
-from signet.common.auth import StaticTokenAuthenticator, hash_token
 from signet.common.db import Database
 from signet.common.errors import Unavailable
 from signet.common.events import decode_envelope, unpack_payload
-from signet.common.grants import GrantClaims, encode_grant
 from signet.common.outbox import OutboxMessage
-from signet.common.pkcs11 import Pkcs11KeyBackend, Pkcs11Pool
-from signet.common.testing.grpc import InProcessServer, settings_for_tests
+from signet.common.pkcs11 import Pkcs11Pool
+from signet.common.testing.grpc import InProcessServer
 from signet.common.v1 import common_pb2
 from signet.events.v1 import events_pb2
 from signet.signer.cms import signing_time_of
-from signet.signer.models import MIGRATIONS_DIR
-from signet.signer.service import Signer
-from signet.signer.servicer import SignerServicer
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 from tests.fixtures.pki import Pki, blank_pdf, openssl_cms_verify, verify_ed25519_cms
+from tests.fixtures.signer import SignerHarness, signer_harness
 
 pytestmark = pytest.mark.softhsm
 
@@ -77,6 +73,8 @@ class Env:
     db: Database
     pki: Pki
     grant_kid: str
+    harness: SignerHarness
+    server: InProcessServer
 
     def subscriber(self, algorithm: int = P256) -> Subscriber:
         """A new subscriber key, certified over the SPKI the API reports for it."""
@@ -98,23 +96,16 @@ class Env:
     def grant(self, key: signer_pb2.Key, digests: list[bytes]) -> str:
         """A grant for ``digests``, signed by identity's HSM grant key through the signer."""
         now = datetime.now(UTC)
-        claims = GrantClaims(
-            grant_id="g-" + uuid.uuid4().hex,
+        token, _ = self.harness.grant(
+            self.server,
             tenant=key.owner.subscriber.tenant_id,
             account=key.owner.subscriber.account_id,
             key_id=key.key_id,
-            digests=tuple(digests),
+            digests=digests,
             issued_at=now,
             expires_at=now + timedelta(minutes=5),
         )
-
-        def sign_der(digest: bytes) -> bytes:
-            request = signer_pb2.SignDigestRequest(
-                key_id=self.grant_kid, digest=common_pb2.Digest(algorithm=SHA256, value=digest)
-            )
-            return self.identity.SignDigest(request).signature
-
-        return encode_grant(claims, self.grant_kid, sign_der)
+        return token
 
     def outbox(self) -> list[bytes]:
         with self.db.session() as session:
@@ -128,62 +119,24 @@ def env(
     tsa_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
-    db = Database.from_url(f"sqlite:///{tmp_path_factory.mktemp('signer') / 'signer.db'}")
-    db.migrate(MIGRATIONS_DIR)
-    signer = Signer(db, Pkcs11KeyBackend(pkcs11_pool), max_batch=1000)
-    tokens = {name: f"token-{name}-{uuid.uuid4().hex}" for name in SERVICES}
-    auth = StaticTokenAuthenticator({n: hash_token(t) for n, t in tokens.items()})
-
-    def serve(servicer: SignerServicer) -> InProcessServer:
-        server = InProcessServer(
-            lambda s: signer_pb2_grpc.add_SignerServiceServicer_to_server(servicer, s),
-            service_names=["signet.signer.v1.SignerService"],
-            settings=settings_for_tests(service_name="signer"),
-            authenticator=auth,
-        )
-        server.start()
-        return server
-
-    with_tsa = serve(SignerServicer(signer, tsa_url=tsa_url))
-    without_tsa = serve(SignerServicer(signer))
-
     def unreachable(imprint: bytes, hash_name: str) -> Any:
         raise Unavailable("timestamp authority did not answer")
 
-    tsa_down = serve(SignerServicer(signer, tsa_url="http://tsa.invalid", timestamper=unreachable))
-    stubs = {
-        name: signer_pb2_grpc.SignerServiceStub(with_tsa.new_channel(bearer_token=token))
-        for name, token in tokens.items()
-    }
-    grant_key = stubs["identity"].CreateKey(
-        signer_pb2.CreateKeyRequest(
-            algorithm=P256,
-            purpose=signer_pb2.KEY_PURPOSE_GRANT_SIGNING,
-            owner=signer_pb2.KeyOwner(system="identity"),
-        )
-    )
-    try:
+    with signer_harness(pkcs11_pool, tmp_path_factory.mktemp("signer")) as harness:
+        with_tsa = harness.serve(tsa_url=tsa_url)
+        without_tsa = harness.serve()
+        tsa_down = harness.serve(tsa_url="http://tsa.invalid", timestamper=unreachable)
         yield Env(
-            ca=stubs["ca-gateway"],
-            no_tsa=signer_pb2_grpc.SignerServiceStub(
-                without_tsa.new_channel(bearer_token=tokens["ca-gateway"])
-            ),
-            tsa_down=signer_pb2_grpc.SignerServiceStub(
-                tsa_down.new_channel(bearer_token=tokens["ca-gateway"])
-            ),
-            identity=stubs["identity"],
-            db=db,
+            ca=harness.stub(with_tsa, "ca-gateway"),
+            no_tsa=harness.stub(without_tsa, "ca-gateway"),
+            tsa_down=harness.stub(tsa_down, "ca-gateway"),
+            identity=harness.stub(with_tsa, "identity"),
+            db=harness.db,
             pki=test_pki,
-            grant_kid=grant_key.key.key_id,
+            grant_kid=harness.grant_kid,
+            harness=harness,
+            server=with_tsa,
         )
-    finally:
-        with_tsa.stop()
-        without_tsa.stop()
-        tsa_down.stop()
-        close = getattr(signer, "close", None)
-        if close is not None:
-            close()
-        db.dispose()
 
 
 def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:

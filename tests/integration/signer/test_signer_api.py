@@ -28,23 +28,20 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 from sqlalchemy import select
 
-from signet.common.auth import StaticTokenAuthenticator, hash_token
 from signet.common.db import Database
 from signet.common.events import decode_envelope, unpack_payload
 from signet.common.grants import GrantClaims, encode_grant
 from signet.common.outbox import OutboxMessage
 from signet.common.pkcs11 import Pkcs11KeyBackend, Pkcs11Pool
-from signet.common.testing.grpc import InProcessServer, settings_for_tests
+from signet.common.testing.grpc import InProcessServer
 from signet.common.v1 import common_pb2
 from signet.events.v1 import events_pb2
-from signet.signer.models import MIGRATIONS_DIR
-from signet.signer.service import Signer
-from signet.signer.servicer import SignerServicer
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
+from tests.fixtures.signer import CALLERS, SignerHarness, signer_harness
 
 pytestmark = pytest.mark.softhsm
 
-SERVICES = ("identity", "ca-gateway", "evidence")
+SERVICES = CALLERS
 SHA256 = common_pb2.HASH_ALGORITHM_SHA256
 P256 = common_pb2.KEY_ALGORITHM_EC_P256
 SUBSCRIBER = signer_pb2.KEY_PURPOSE_SUBSCRIBER_SIGNING
@@ -60,6 +57,8 @@ class Env:
     backend: Pkcs11KeyBackend
     pool: Pkcs11Pool
     grant_kid: str
+    harness: SignerHarness
+    server: InProcessServer
 
     @property
     def identity(self) -> signer_pb2_grpc.SignerServiceStub:
@@ -81,25 +80,15 @@ class Env:
     ) -> tuple[str, str]:
         """A grant signed by identity's HSM grant key through the signer itself."""
         now = datetime.now(UTC)
-        claims = GrantClaims(
-            grant_id="g-" + uuid.uuid4().hex,
+        return self.harness.grant(
+            self.server,
             tenant=tenant if tenant is not None else key.owner.subscriber.tenant_id,
             account=account if account is not None else key.owner.subscriber.account_id,
             key_id=key_id or key.key_id,
-            digests=tuple(digests),
+            digests=digests,
             issued_at=now - timedelta(minutes=10) if expires_in < timedelta(0) else now,
             expires_at=now + expires_in,
         )
-
-        def sign_der(digest: bytes) -> bytes:
-            reply = self.identity.SignDigest(
-                signer_pb2.SignDigestRequest(
-                    key_id=self.grant_kid, digest=common_pb2.Digest(algorithm=SHA256, value=digest)
-                )
-            )
-            return reply.signature
-
-        return encode_grant(claims, self.grant_kid, sign_der), claims.grant_id
 
     def subscriber_key(
         self, algorithm: int = P256, tenant: str = "t-1", account: str = ""
@@ -127,42 +116,18 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(pkcs11_pool: Pkcs11Pool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    db = Database.from_url(f"sqlite:///{tmp_path_factory.mktemp('signer') / 'signer.db'}")
-    db.migrate(MIGRATIONS_DIR)
-    backend = Pkcs11KeyBackend(pkcs11_pool)
-    signer = Signer(db, backend, max_batch=1000)
-    tokens = {name: f"token-{name}-{uuid.uuid4().hex}" for name in SERVICES}
-    auth = StaticTokenAuthenticator({n: hash_token(t) for n, t in tokens.items()})
-    server = InProcessServer(
-        lambda s: signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(signer), s),
-        service_names=["signet.signer.v1.SignerService"],
-        settings=settings_for_tests(service_name="signer"),
-        authenticator=auth,
-    )
-    server.start()
-    stubs = {
-        name: signer_pb2_grpc.SignerServiceStub(server.new_channel(bearer_token=token))
-        for name, token in tokens.items()
-    }
-    grant_key = stubs["identity"].CreateKey(
-        signer_pb2.CreateKeyRequest(
-            algorithm=P256,
-            purpose=signer_pb2.KEY_PURPOSE_GRANT_SIGNING,
-            owner=signer_pb2.KeyOwner(system="identity"),
-        )
-    )
-    try:
+    with signer_harness(pkcs11_pool, tmp_path_factory.mktemp("signer")) as harness:
+        server = harness.serve()
         yield Env(
-            stubs=stubs,
-            anonymous=signer_pb2_grpc.SignerServiceStub(server.new_channel()),
-            db=db,
-            backend=backend,
+            stubs={name: harness.stub(server, name) for name in SERVICES},
+            anonymous=harness.stub(server, None),
+            db=harness.db,
+            backend=harness.backend,
             pool=pkcs11_pool,
-            grant_kid=grant_key.key.key_id,
+            grant_kid=harness.grant_kid,
+            harness=harness,
+            server=server,
         )
-    finally:
-        server.stop()
-        db.dispose()
 
 
 def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
