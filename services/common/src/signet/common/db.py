@@ -78,13 +78,6 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-_SQLITE_BEGIN_MODES = {
-    "": "BEGIN",
-    "DEFERRED": "BEGIN DEFERRED",
-    "IMMEDIATE": "BEGIN IMMEDIATE",
-}
-
-
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     """Build an engine for ``url`` with the settings Signet relies on.
 
@@ -115,12 +108,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # Writers that read first ask for IMMEDIATE: a deferred transaction that later
-            # writes fails at once (not after the busy timeout) when another wrote between.
-            mode = conn.get_execution_options().get("sqlite_begin", "")
-            if mode not in _SQLITE_BEGIN_MODES:
-                raise ValueError(f"sqlite_begin must be one of {_SQLITE_BEGIN_MODES}")
-            conn.exec_driver_sql(_SQLITE_BEGIN_MODES[mode])
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     if url.startswith("postgresql://"):

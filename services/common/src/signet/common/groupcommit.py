@@ -89,10 +89,94 @@ Handler = Callable[[Any, Sequence[_Req]], Sequence[_Res | ServiceError]]
 """``(cursor, requests) -> outcomes``; the cursor is the writer's, inside its transaction."""
 
 
-class GroupCommitter(Generic[_Req, _Res]):
-    """A writer thread committing queued requests in groups of up to ``max_group``."""
+class GroupWriter(Generic[_Req, _Res]):
+    """Runs ``handle`` over a group of requests in one transaction on its own connection.
+
+    Synchronous: :class:`GroupCommitter` drives it from its writer thread, and a process
+    that is itself the writer (the signer's journal) calls :meth:`write` directly.
+    """
 
     LOCK_TIMEOUT = 30.0
+
+    def __init__(self, engine: Engine, handle: Handler[_Req, _Res]) -> None:
+        self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        dbapi = engine.dialect.dbapi
+        self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
+        self._handle = handle
+        self._raw: Any = None
+
+    def write(self, requests: Sequence[_Req]) -> Sequence[_Res | ServiceError]:
+        """Handle and commit ``requests``; their outcomes.
+
+        On any failure: roll back, drop the connection (the next group opens a fresh one)
+        and raise.
+        """
+        try:
+            raw = self._connection()
+            cursor = raw.cursor()
+            try:
+                if self._sqlite:
+                    self._begin_immediate(cursor)
+                outcomes = self._handle(cursor, requests)
+                if len(outcomes) != len(requests):
+                    raise RuntimeError("group handler returned the wrong number of outcomes")
+                raw.commit()
+            except BaseException:
+                try:
+                    raw.rollback()
+                finally:
+                    cursor.close()
+                raise
+            cursor.close()
+        except Exception:
+            self.close()
+            raise
+        return outcomes
+
+    def close(self) -> None:
+        """Release the connection."""
+        if self._raw is not None:
+            try:
+                if self._sqlite:
+                    # Its busy timeout was changed: it must not go back to the pool as is.
+                    self._raw.invalidate()
+                self._raw.close()
+            except Exception:  # noqa: BLE001 (a broken connection is being discarded anyway)
+                _log.debug("closing the writer connection failed", exc_info=True)
+            self._raw = None
+
+    def _connection(self) -> Any:
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+            if self._sqlite:
+                # The writer waits for the lock itself (see _begin_immediate).
+                self._raw.cursor().execute("PRAGMA busy_timeout = 0")
+        return self._raw
+
+    def _begin_immediate(self, cursor: Any) -> None:
+        """Take SQLite's write lock now, not halfway through the transaction.
+
+        SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms between tries, which
+        shows as tail latency when another process (a sibling worker) holds the lock for a
+        millisecond. The writer polls from every 0.2 ms, backing off to 2 ms, up to
+        ``LOCK_TIMEOUT``.
+        """
+        deadline = time.monotonic() + self.LOCK_TIMEOUT
+        pause = 0.0002
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except self._operational_error as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+
+class GroupCommitter(Generic[_Req, _Res]):
+    """A writer thread committing queued requests in groups of up to ``max_group``."""
 
     def __init__(
         self,
@@ -104,23 +188,12 @@ class GroupCommitter(Generic[_Req, _Res]):
     ) -> None:
         if max_group < 1:
             raise ValueError("max_group must be at least 1")
-        self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
-        dbapi = engine.dialect.dbapi
-        self._integrity_error: type[Exception] = dbapi.IntegrityError  # type: ignore[union-attr]
-        self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
-        self._handle = handle
+        self._writer = GroupWriter(engine, handle)
         self._max_group = max_group
         self._queue: queue.SimpleQueue[tuple[_Req, Future[_Res]] | None] = queue.SimpleQueue()
         self._closed = False
-        self._raw: Any = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-
-    @property
-    def integrity_error(self) -> type[Exception]:
-        """The driver's IntegrityError, for handlers that catch a duplicate key."""
-        return self._integrity_error
 
     def submit(self, request: _Req, timeout: float = 30.0) -> _Res:
         """Write ``request`` in the next group; its result once committed, or its error."""
@@ -158,70 +231,15 @@ class GroupCommitter(Generic[_Req, _Res]):
                 if stop:
                     return
         finally:
-            self._drop_connection()
-
-    def _connection(self) -> Any:
-        if self._raw is None:
-            self._raw = self._engine.raw_connection()
-            if self._sqlite:
-                # The writer waits for the lock itself (see _begin_immediate).
-                self._raw.cursor().execute("PRAGMA busy_timeout = 0")
-        return self._raw
-
-    def _begin_immediate(self, cursor: Any) -> None:
-        """Take SQLite's write lock now, not halfway through (see db.create_db_engine).
-
-        SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms between tries, which
-        shows as tail latency when another process (a sibling worker) holds the lock for a
-        millisecond. The writer polls from every 0.2 ms, backing off to 2 ms, up to
-        ``LOCK_TIMEOUT``.
-        """
-        deadline = time.monotonic() + self.LOCK_TIMEOUT
-        pause = 0.0002
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except self._operational_error as err:
-                if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
-
-    def _drop_connection(self) -> None:
-        if self._raw is not None:
-            try:
-                if self._sqlite:
-                    # Its busy timeout was changed: it must not go back to the pool as is.
-                    self._raw.invalidate()
-                self._raw.close()
-            except Exception:  # noqa: BLE001 (a broken connection is being discarded anyway)
-                _log.debug("closing the writer connection failed", exc_info=True)
-            self._raw = None
+            self._writer.close()
 
     def _commit(self, group: list[tuple[_Req, Future[_Res]]]) -> None:
         try:
-            raw = self._connection()
-            cursor = raw.cursor()
-            try:
-                if self._sqlite:
-                    self._begin_immediate(cursor)
-                outcomes = self._handle(cursor, [request for request, _ in group])
-                if len(outcomes) != len(group):
-                    raise RuntimeError("group handler returned the wrong number of outcomes")
-                raw.commit()
-            except BaseException:
-                try:
-                    raw.rollback()
-                finally:
-                    cursor.close()
-                raise
-            cursor.close()
+            outcomes = self._writer.write([request for request, _ in group])
         except Exception as err:  # noqa: BLE001 (every waiter must hear of the failure)
             _log.warning(
                 "group commit failed", extra={"requests": len(group), "error": type(err).__name__}
             )
-            self._drop_connection()
             failure = Unavailable("the database is temporarily unavailable")
             failure.__cause__ = err
             for _, future in group:

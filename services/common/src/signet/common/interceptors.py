@@ -62,7 +62,6 @@ CLIENT_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(
     }
 )
 
-Guard = Callable[[grpc.ServicerContext], AbstractContextManager[None]]
 # A string: the stubs make RpcMethodHandler generic, the runtime class is not.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 

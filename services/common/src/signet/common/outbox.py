@@ -27,7 +27,6 @@ from sqlalchemy import (
     String,
     Table,
     delete,
-    insert,
     select,
     update,
 )
@@ -143,18 +142,8 @@ class Outbox:
         return row
 
     @staticmethod
-    def add_many(session: Session, topic: str, envelopes: Sequence[EventEnvelope]) -> None:
-        """Store many envelopes in one multi-row insert (hot paths: a batch of signatures).
-
-        Same semantics as :meth:`add` (published only if the caller commits, keyed by
-        subject) without building an ORM object per row.
-        """
-        if envelopes:
-            session.execute(insert(OUTBOX_TABLE), Outbox.rows(topic, envelopes))
-
-    @staticmethod
     def rows(topic: str, envelopes: Sequence[EventEnvelope]) -> list[dict[str, object]]:
-        """Outbox rows for a Core ``insert(OutboxMessage.__table__)`` on a Connection."""
+        """Outbox rows for a multi-row insert into :data:`OUTBOX_TABLE` (hot paths)."""
         now = utcnow()
         return [
             {

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Dialect
 
 from signet.common.db import Database, UtcDateTime
 from signet.common.errors import Unavailable
-from signet.common.groupcommit import GroupCommitter, RawStatement
+from signet.common.groupcommit import GroupCommitter, GroupWriter, RawStatement
 from signet.common.outbox import OUTBOX_TABLE
 from signet.signer.models import ConsumedGrant, KeyRecord, KeyState
 
@@ -322,7 +322,9 @@ class JournalServer:
         engine = db.engine
         error = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
         # The same writer the in-process journal uses, driven synchronously here.
-        self._committer = _SyncCommitter(engine.raw_connection, engine, error)
+        self._writer: GroupWriter[JournalWrite, Outcomes] = GroupWriter(
+            engine, JournalWriter(engine.dialect, error)
+        )
         self._path = path
         self._selector = selectors.DefaultSelector()
         self._stop = False
@@ -353,6 +355,7 @@ class JournalServer:
                 if group:
                     self._answer(group)
         finally:
+            self._writer.close()
             self._selector.close()
             listener.close()
             if os.path.exists(self._path):
@@ -386,7 +389,7 @@ class JournalServer:
     def _answer(self, group: list[tuple[_Connection, JournalWrite]]) -> None:
         try:
             outcomes: list[tuple[str, object]] = [
-                ("ok", o) for o in self._committer.commit([w for _, w in group])
+                ("ok", o) for o in self._writer.write([w for _, w in group])
             ]
         except Exception:  # noqa: BLE001 (every worker waiting must get an answer)
             _log.warning("journal group failed", exc_info=True, extra={"calls": len(group)})
@@ -399,35 +402,6 @@ class JournalServer:
             except OSError:
                 self._selector.unregister(conn.sock)
                 conn.sock.close()
-
-
-class _SyncCommitter:
-    """Runs JournalWriter on one raw connection, synchronously (the journal process)."""
-
-    def __init__(self, raw_source: Callable[[], Any], engine: Any, error: type[Exception]):
-        self._raw_source = raw_source
-        self._writer = JournalWriter(engine.dialect, error)
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._raw: Any = None
-
-    def commit(self, writes: Sequence[JournalWrite]) -> list[Outcomes]:
-        if self._raw is None:
-            self._raw = self._raw_source()
-        cursor = self._raw.cursor()
-        try:
-            if self._sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            outcomes = self._writer(cursor, writes)
-            self._raw.commit()
-            return outcomes
-        except BaseException:
-            try:
-                self._raw.rollback()
-            except Exception:  # noqa: BLE001
-                self._raw = None
-            raise
-        finally:
-            cursor.close()
 
 
 def main() -> None:
