@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from signet.common.db import get_or_not_found, utcnow
 from signet.common.errors import PermissionDenied
-from signet.signer.models import ConsumedGrant, KeyRecord
+from signet.signer.models import ConsumedGrant, KeyRecord, KeyState
 
 
 class KeyRepository:
@@ -30,12 +30,30 @@ class KeyRepository:
         return get_or_not_found(self._session, KeyRecord, key_id, "key")
 
     def list_for_owner(
-        self, tenant: str, account_id: str | None = None, *, limit: int = 100, after: str = ""
+        self,
+        tenant: str | None,
+        account_id: str | None = None,
+        *,
+        system_owner: str | None = None,
+        purpose: str | None = None,
+        state: KeyState | None = None,
+        limit: int = 100,
+        after: str = "",
     ) -> Sequence[KeyRecord]:
-        """Keys of a tenant (optionally one account), ordered by id, ``after`` for paging."""
-        stmt = select(KeyRecord).where(KeyRecord.tenant == tenant, KeyRecord.id > after)
+        """Keys of a tenant (optionally one account) or of a system owner, ordered by id,
+        ``after`` for paging; ``purpose`` and ``state`` narrow the list.
+        """
+        stmt = select(KeyRecord).where(KeyRecord.id > after)
+        if system_owner is not None:
+            stmt = stmt.where(KeyRecord.system_owner == system_owner)
+        else:
+            stmt = stmt.where(KeyRecord.tenant == tenant)
         if account_id is not None:
             stmt = stmt.where(KeyRecord.account_id == account_id)
+        if purpose is not None:
+            stmt = stmt.where(KeyRecord.purpose == purpose)
+        if state is not None:
+            stmt = stmt.where(KeyRecord.state == state)
         return self._session.scalars(stmt.order_by(KeyRecord.id).limit(limit)).all()
 
 

@@ -71,6 +71,7 @@ from signet.signer.journal import (
     local_journal,
 )
 from signet.signer.models import KeyRecord, KeyState
+from signet.signer.repository import KeyRepository
 
 SOURCE = "signer"
 DEFAULT_SYSTEM_OWNERS = frozenset({"ca-gateway", "evidence", "identity", "notify", "signer"})
@@ -206,8 +207,7 @@ class Signer:
         )
         try:
             with self.db.session() as session:
-                session.add(record)
-                session.flush()
+                KeyRepository(session).add(record)
                 view = _view(record)
                 self._add_key_event(session, view, caller, "created")
         except BaseException as err:
@@ -256,19 +256,16 @@ class Signer:
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative")
         size = min(page_size or 50, 500)
-        stmt = select(KeyRecord).where(KeyRecord.id > page_token)
-        if system_owner:
-            stmt = stmt.where(KeyRecord.system_owner == system_owner)
-        else:
-            stmt = stmt.where(KeyRecord.tenant == tenant)
-            if account:
-                stmt = stmt.where(KeyRecord.account_id == account)
-        if purpose is not None:
-            stmt = stmt.where(KeyRecord.purpose == purpose.value)
-        if state is not None:
-            stmt = stmt.where(KeyRecord.state == state)
         with self.db.session() as session:
-            rows = session.scalars(stmt.order_by(KeyRecord.id).limit(size + 1)).all()
+            rows = KeyRepository(session).list_for_owner(
+                tenant or None,
+                account or None,
+                system_owner=system_owner or None,
+                purpose=purpose.value if purpose is not None else None,
+                state=state,
+                limit=size + 1,
+                after=page_token,
+            )
             views = [_view(r) for r in rows]
         more = len(views) > size
         views = views[:size]
