@@ -40,8 +40,9 @@ class KeyRepository:
         limit: int = 100,
         after: str = "",
     ) -> Sequence[KeyRecord]:
-        """Keys of a tenant (optionally one account) or of a system owner, ordered by id,
-        ``after`` for paging; ``purpose`` and ``state`` narrow the list.
+        """Keys of a tenant (optionally one account) or of a system owner, ordered by id.
+
+        ``after`` is the last id of the page before; ``purpose`` and ``state`` narrow it.
         """
         stmt = select(KeyRecord).where(KeyRecord.id > after)
         if system_owner is not None:
