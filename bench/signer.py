@@ -32,6 +32,7 @@ import grpc
 from bench.harness import REGISTRY, Figures, percentile, rate
 from signet.common.auth import hash_token
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
+from signet.common.local.kafka import free_port
 from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo, ensure_token
 from signet.common.v1 import common_pb2
@@ -81,13 +82,13 @@ def _ceiling(token: TokenInfo) -> float:
 
 @contextmanager
 def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(token.env)
     env.update(
         {
             "SIGNET_SIGNER_GRPC_PORT": str(port),
-            "SIGNET_SIGNER_METRICS_PORT": str(_free_port()),
+            "SIGNET_SIGNER_METRICS_PORT": str(free_port()),
             "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{state / 'signer.db'}",
             "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),
             "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": token.label,
@@ -111,14 +112,6 @@ def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[str]
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:

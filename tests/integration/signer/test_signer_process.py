@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import grpc
 import pytest
 
 from signet.common.auth import hash_token
+from signet.common.local.kafka import free_port
 from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
@@ -33,12 +33,6 @@ pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
 
 TOKEN = "process-test-token"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -69,7 +63,7 @@ def _wait_serving(address: str) -> None:
 
 @pytest.fixture
 def signer_process(softhsm_token: TokenInfo, tmp_path: Path) -> Iterator[SignerProcess]:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = dict(os.environ)
     env.update(softhsm_token.env)
     env.update(
