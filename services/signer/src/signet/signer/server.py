@@ -25,6 +25,8 @@ import threading
 import time
 from types import FrameType
 
+from prometheus_client import CollectorRegistry, multiprocess
+
 from signet.common.db import Database
 from signet.common.errors import ServiceError
 from signet.common.keys import KeyBackend
@@ -182,9 +184,6 @@ class Supervisor:
     def _metrics_server(self) -> MetricsServer | None:
         if not self._settings.metrics_enabled:
             return None
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._multiproc_dir
-        from prometheus_client import CollectorRegistry, multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self._multiproc_dir)  # type: ignore[no-untyped-call]
         return MetricsServer(self._settings.grpc_host, self._settings.metrics_port, registry)
@@ -216,8 +215,6 @@ class Supervisor:
             code = proc.poll()
             if code is None:
                 continue
-            from prometheus_client import multiprocess
-
             multiprocess.mark_process_dead(proc.pid, self._multiproc_dir)  # type: ignore[no-untyped-call]
             failures = self._failures.get(index, 0) + 1
             self._failures[index] = failures
