@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import grpc
@@ -158,7 +159,7 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             except ServiceError as err:
                 outcomes[index] = SignResult(item_id=entry.item_id, error=err)
                 continue
-            valid.append((index, SignItem(**{**item.__dict__, "item_id": entry.item_id})))
+            valid.append((index, replace(item, item_id=entry.item_id)))
         if valid:
             signed = self._signer.sign(
                 current_principal(),
