@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
     auth_mode: AuthMode = "none"
     # Bearer tokens accepted when auth_mode=token: "principal:sha256hex,principal2:sha256hex".
     api_token_hashes: SecretStr = SecretStr("")
+    # The bearer token this service presents when it calls other Signet services
+    # (auth_mode=token on the callee); empty = call without credentials.
+    service_token: SecretStr = SecretStr("")
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""

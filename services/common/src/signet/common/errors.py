@@ -89,3 +89,36 @@ class Internal(ServiceError):
 
     def __init__(self, message: str = "internal error") -> None:
         super().__init__(message)
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+    )
+}
+
+
+def from_rpc_error(err: grpc.RpcError, dependency: str) -> ServiceError:
+    """The :class:`ServiceError` to raise when a call to another Signet service failed.
+
+    Client errors keep their code and the callee's message (Signet services only send
+    client-safe messages); a failed call's ``UNAUTHENTICATED`` is this service's own
+    misconfiguration and, like ``INTERNAL`` and unknown codes, becomes :class:`Internal`
+    so the caller is not told to fix a credential it never sent.
+    """
+    code = err.code() if callable(getattr(err, "code", None)) else None
+    details = err.details() if callable(getattr(err, "details", None)) else None
+    cls = _BY_CODE.get(code) if isinstance(code, grpc.StatusCode) else None
+    if cls is Unavailable or cls is DeadlineExceeded:
+        return cls(f"the {dependency} service is unavailable; retry later")
+    if cls is None:
+        return Internal(f"a call to the {dependency} service failed")
+    return cls(str(details or f"the {dependency} service refused the request"))
