@@ -145,7 +145,9 @@ def test_keyset_pages_follow_issue_order_and_filters(db: Database) -> None:
     with db.session() as s:
         repo = CertificateRepository(s)
         for i in range(5):
-            repo.add(_cert(f"{i + 1}", created_at=base + timedelta(seconds=i), account_id=f"a{i % 2}"))
+            repo.add(
+                _cert(f"{i + 1}", created_at=base + timedelta(seconds=i), account_id=f"a{i % 2}")
+            )
         repo.add(_cert("9", tenant="t2"))
     with db.session() as s:
         repo = CertificateRepository(s)

@@ -153,6 +153,10 @@ class Extensions:
     cps_url: str = ""
 
 
+def _uri(url: str) -> x509.GeneralName:
+    return x509.GeneralName(name="uniform_resource_identifier", value=url)
+
+
 def _extensions(
     ext: Extensions, subject_key_id: bytes, authority_key_id: bytes | None
 ) -> list[x509.Extension]:
@@ -208,7 +212,7 @@ def _extensions(
                     "extn_value": [
                         {
                             "distribution_point": {
-                                "full_name": [{"uniform_resource_identifier": ext.crl_url}]
+                                "full_name": [_uri(ext.crl_url)]
                             }
                         }
                     ],
@@ -220,14 +224,14 @@ def _extensions(
         access.append(
             {
                 "access_method": "ocsp",
-                "access_location": {"uniform_resource_identifier": ext.ocsp_url},
+                "access_location": _uri(ext.ocsp_url),
             }
         )
     if ext.ca_issuers_url:
         access.append(
             {
                 "access_method": "ca_issuers",
-                "access_location": {"uniform_resource_identifier": ext.ca_issuers_url},
+                "access_location": _uri(ext.ca_issuers_url),
             }
         )
     if access:
