@@ -209,13 +209,7 @@ def _extensions(
                 {
                     "extn_id": "crl_distribution_points",
                     "critical": False,
-                    "extn_value": [
-                        {
-                            "distribution_point": {
-                                "full_name": [_uri(ext.crl_url)]
-                            }
-                        }
-                    ],
+                    "extn_value": [{"distribution_point": {"full_name": [_uri(ext.crl_url)]}}],
                 }
             )
         )
