@@ -14,8 +14,12 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from cryptography import x509
 
+from signet.ca_gateway.v1 import ca_gateway_pb2, ca_gateway_pb2_grpc
+from signet.common.channels import create_channel
 from signet.common.local import platform
 
 pytestmark = [pytest.mark.kafka, pytest.mark.softhsm, pytest.mark.slow]
@@ -30,11 +34,10 @@ def _free(port: int) -> bool:
     return True
 
 
-def _pick_offset() -> int:
+def _pick_offset(monkeypatch: pytest.MonkeyPatch) -> int:
     for offset in range(3000, 9000, 500):
-        ports = [p + offset for _, _, g, m in platform._BASE for p in (g, m)]
-        ports += [platform.KAFKA_PORT + offset, platform.KAFKA_CONTROLLER_PORT + offset]
-        if all(_free(p) for p in ports):
+        monkeypatch.setenv("SIGNET_LOCAL_PORT_OFFSET", str(offset))
+        if all(_free(p) for p in platform.local_ports()):
             return offset
     pytest.fail("no free block of local ports for the platform")
 
@@ -50,8 +53,34 @@ def _cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _check_the_ca_was_bootstrapped() -> None:
+    """Services call each other with their own tokens: the CA made its keys in the signer."""
+    (ca,) = [s for s in platform.services() if s.name == "ca-gateway"]
+    admin = platform.service_tokens()[platform.LOCAL_ADMIN]
+    with create_channel(ca.address, default_timeout=10, bearer_token=admin) as channel:
+        reply = ca_gateway_pb2_grpc.CaGatewayServiceStub(channel).GetCaCertificates(
+            ca_gateway_pb2.GetCaCertificatesRequest()
+        )
+    roles = {c.role for c in reply.certificates}
+    assert {ca_gateway_pb2.CA_ROLE_ROOT, ca_gateway_pb2.CA_ROLE_ISSUING} <= roles
+    assert ca_gateway_pb2.CA_ROLE_OCSP_RESPONDER in roles
+    with (
+        create_channel(ca.address, default_timeout=10) as channel,
+        pytest.raises(grpc.RpcError) as denied,
+    ):
+        ca_gateway_pb2_grpc.CaGatewayServiceStub(channel).GetCaCertificates(
+            ca_gateway_pb2.GetCaCertificatesRequest()
+        )
+    assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    crl_url = f"http://127.0.0.1:{platform.http_port('ca-gateway')}/crl/issuing-1.crl"
+    with urllib.request.urlopen(crl_url, timeout=10) as reply_crl:
+        crl = x509.load_der_x509_crl(reply_crl.read())
+    issuing = next(c for c in reply.certificates if c.role == ca_gateway_pb2.CA_ROLE_ISSUING)
+    assert crl.is_signature_valid(x509.load_der_x509_certificate(issuing.der).public_key())  # type: ignore[arg-type]
+
+
 def test_run_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    offset = _pick_offset()
+    offset = _pick_offset(monkeypatch)
     env = dict(os.environ)
     env["SIGNET_STATE_DIR"] = str(tmp_path / "state")
     env["SIGNET_LOCAL_PORT_OFFSET"] = str(offset)
@@ -74,6 +103,7 @@ def test_run_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         status = _cli("status", env)
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.count("SERVING") == 5
+        _check_the_ca_was_bootstrapped()
         pids = [
             int((tmp_path / "state" / "run" / f"{s.name}.pid").read_text())
             for s in platform.services()

@@ -5,13 +5,19 @@ KRaft Kafka broker, and the five services as background processes, each with its
 SQLite database and log file under the state dir. ``start`` returns once every service
 answers SERVING on the standard gRPC health service; ``stop`` sends SIGTERM (the services
 drain) and leaves no process behind.
+
+Services authenticate each other as they do in production: each gets a random bearer
+token of its own (kept in ``<state>/tokens.json``, mode 0600) and accepts the others' by
+their SHA-256 hashes. A ``local-admin`` token is there too, for calling the APIs by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +29,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from signet.common.auth import hash_token
 from signet.common.local import kafka as kafka_runner
 from signet.common.local import softhsm
 
@@ -58,6 +65,43 @@ _BASE = (
     ("evidence", "evidence", 50054, 9104),
     ("notify", "notify", 50055, 9105),
 )
+
+
+# Relying-party HTTP endpoints (CRL, OCSP, CA certificates; RFC 3161 timestamps).
+_HTTP_PORTS = {"ca-gateway": 8082}
+
+LOCAL_ADMIN = "local-admin"
+"""The principal whose token ``make run`` leaves for a developer's own calls."""
+
+
+def http_port(name: str) -> int | None:
+    """The local HTTP port of service ``name``, if it serves HTTP."""
+    base = _HTTP_PORTS.get(name)
+    return None if base is None else base + port_offset()
+
+
+def local_ports() -> list[int]:
+    """Every local port ``make run`` binds (gRPC, metrics, HTTP, Kafka)."""
+    ports = [p for svc in services() for p in (svc.grpc_port, svc.metrics_port)]
+    ports += [p for p in (http_port(n) for n, *_ in _BASE) if p is not None]
+    return [*ports, KAFKA_PORT + port_offset(), KAFKA_CONTROLLER_PORT + port_offset()]
+
+
+def service_tokens() -> dict[str, str]:
+    """The bearer token of each service and of the local admin, made once per state dir."""
+    path = state_dir() / "tokens.json"
+    try:
+        tokens: dict[str, str] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        tokens = {}
+    names = [name for name, *_ in _BASE] + [LOCAL_ADMIN]
+    if not all(name in tokens for name in names):
+        tokens = {name: tokens.get(name) or secrets.token_urlsafe(32) for name in names}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(tokens, out)
+    return tokens
 
 
 def port_offset() -> int:
@@ -133,6 +177,13 @@ def service_env(
     env[p + "KAFKA_BOOTSTRAP"] = bootstrap
     for other in services():
         env[p + other.package.upper() + "_TARGETS"] = other.address
+    tokens = service_tokens()
+    env[p + "AUTH_MODE"] = "token"
+    env[p + "API_TOKEN_HASHES"] = ",".join(f"{n}:{hash_token(t)}" for n, t in tokens.items())
+    env[p + "SERVICE_TOKEN"] = tokens[svc.name]
+    port = http_port(svc.name)
+    if port is not None:
+        env[p + "HTTP_PORT"] = str(port)
     return env
 
 
@@ -218,6 +269,9 @@ def print_table(bootstrap: str) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    for name in _HTTP_PORTS:
+        print(f"{name} relying-party HTTP: http://127.0.0.1:{http_port(name)}")
+    print(f"bearer tokens (key {LOCAL_ADMIN!r} for your own calls): {sd / 'tokens.json'}")
 
 
 def _terminate_all(pids: Mapping[str, int], timeout: float) -> None:
