@@ -9,13 +9,14 @@ running responder, the CRL by ``openssl crl -verify``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -25,11 +26,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from signet.ca_gateway.domain import KeyInfo, RevocationReason
 from signet.ca_gateway.models import CertificateRecord, CertificateRequest, Revocation
+from signet.ca_gateway.ports import KeyService
+from signet.ca_gateway.service import RevokeRequest
 from signet.ca_gateway.v1 import ca_gateway_pb2 as pb
+from signet.common.auth import Principal
+from signet.common.errors import Unavailable
 from signet.common.events import decode_envelope
+from signet.common.keys import HashAlgorithm, SignatureScheme
 from signet.common.outbox import OutboxMessage
 from signet.common.pkcs11 import Pkcs11Pool
 from signet.common.v1 import common_pb2
@@ -766,3 +774,56 @@ def test_get_with_chain_and_list_pages(ca: CaHarness) -> None:
         )
     )
     assert [c.serial for c in good.certificates] == [serials[0], serials[2]]
+
+
+@dataclasses.dataclass
+class _SignerDownForDisable:
+    """The gateway's key service, with DisableKey failing as if the signer were down."""
+
+    keys: KeyService
+
+    def create_key(self, **fields: Any) -> KeyInfo:
+        return self.keys.create_key(**fields)
+
+    def get_key(self, key_id: str) -> KeyInfo:
+        return self.keys.get_key(key_id)
+
+    def sign_digest(
+        self, key_id: str, digest: bytes, hash_alg: HashAlgorithm, scheme: SignatureScheme
+    ) -> bytes:
+        return self.keys.sign_digest(key_id, digest, hash_alg, scheme)
+
+    def disable_key(self, key_id: str, *, compromised: bool) -> None:
+        raise Unavailable("the signer service is unavailable; retry later")
+
+
+def test_a_revocation_stands_when_the_signer_is_down_and_the_scheduler_retires_the_key(
+    ca: CaHarness,
+) -> None:
+    cert = _issue(ca).certificate
+    degraded = dataclasses.replace(ca.gateway, keys=_SignerDownForDisable(ca.gateway.keys))
+    view = degraded.revoke(
+        Principal("app-tenant-a", "tenant", tenant="tenant-a"),
+        RevokeRequest(serial=cert.serial, reason=RevocationReason.KEY_COMPROMISE),
+    )
+    assert view.revocation is not None
+    signer = ca.signer.stub(ca.signer._servers[0], "ca-gateway")
+    key = signer.GetKey(signer_pb2.GetKeyRequest(key_id=cert.key_id)).key
+    assert key.state == signer_pb2.KEY_STATE_ACTIVE
+    status = ca.stub("tenant-a").GetRevocationStatus(
+        pb.GetRevocationStatusRequest(serial=cert.serial)
+    )
+    assert status.status == pb.CERTIFICATE_STATUS_REVOKED
+
+    ca.gateway.tick()
+    key = signer.GetKey(signer_pb2.GetKeyRequest(key_id=cert.key_id)).key
+    assert key.state == signer_pb2.KEY_STATE_DISABLED
+    assert REGISTRY.get_sample_value("signet_ca_gateway_key_retirements_pending") == 0
+    responder_expiry = REGISTRY.get_sample_value(
+        "signet_ca_gateway_ca_certificate_not_after_timestamp_seconds", {"role": "ocsp_responder"}
+    )
+    assert responder_expiry is not None and responder_expiry > datetime.now(UTC).timestamp()
+    next_update = REGISTRY.get_sample_value(
+        "signet_ca_gateway_crl_next_update_timestamp_seconds", {"ca": "issuing-1"}
+    )
+    assert next_update is not None and next_update > datetime.now(UTC).timestamp()

@@ -22,19 +22,12 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
-from prometheus_client import Counter
-
+from signet.ca_gateway.telemetry import HTTP_REQUESTS
 from signet.common.errors import NotFound, ServiceError
 
 _log = logging.getLogger("signet.ca_gateway.http")
 
 MAX_OCSP_REQUEST = 16 * 1024
-
-HTTP_REQUESTS = Counter(
-    "signet_ca_gateway_http_requests_total",
-    "Relying-party HTTP requests by endpoint and outcome.",
-    ["endpoint", "code"],
-)
 
 
 class RelyingPartyApi(Protocol):

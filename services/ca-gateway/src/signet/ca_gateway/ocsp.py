@@ -18,6 +18,7 @@ from asn1crypto import core, ocsp, x509
 
 from signet.ca_gateway import certs
 from signet.ca_gateway.domain import RFC_REASON_NAMES
+from signet.ca_gateway.telemetry import OCSP_RESPONSES
 from signet.common.errors import ServiceError
 
 _log = logging.getLogger("signet.ca_gateway.ocsp")
@@ -75,13 +76,17 @@ def respond(
     try:
         if responder is None:
             raise _Refusal("try_later")
-        return _respond(request_der, responder, lookup, certs.whole_seconds(now), validity)
+        answer = _respond(request_der, responder, lookup, certs.whole_seconds(now), validity)
     except _Refusal as refusal:
+        OCSP_RESPONSES.labels(refusal.status).inc()
         return error_response(refusal.status)
     except ServiceError as err:
         # The HSM or the signer is unavailable: relying parties should retry.
         _log.warning("OCSP response not signed", extra={"error": err.code.name})
+        OCSP_RESPONSES.labels("try_later").inc()
         return error_response("try_later")
+    OCSP_RESPONSES.labels("successful").inc()
+    return answer
 
 
 def _parse(request_der: bytes) -> tuple[list[ocsp.CertId], core.OctetString | None]:

@@ -28,7 +28,7 @@ from asn1crypto import x509
 from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
-from signet.ca_gateway import certs, convert
+from signet.ca_gateway import certs, convert, telemetry
 from signet.ca_gateway.authority import BuiltinCa, CertificateAuthority, IssueOrder
 from signet.ca_gateway.domain import (
     NOT_REVOCABLE_FOR,
@@ -401,6 +401,7 @@ class CaGateway:
                 raise
             return self.get(CA_PRINCIPAL, earlier).certificate
         self.on_commit()
+        telemetry.CERTIFICATES_ISSUED.labels(profile.name.value, kind).inc()
         _log.info(
             "certificate issued",
             extra={"serial": record.serial, "profile": profile.name.value, "kind": kind},
@@ -554,6 +555,7 @@ class CaGateway:
                 )
             issuer_ca_id = record.issuer_ca_id
         self.on_commit()
+        telemetry.REVOCATIONS.labels(request.reason.value).inc(len(revoked))
         _log.info("certificate revoked", extra={"serial": serial, "reason": request.reason.value})
         for target_serial in revoked:
             self.authority.revoked(int(target_serial, 16), now, request.reason.rfc_code)
@@ -830,6 +832,8 @@ class CaGateway:
                 assert latest is not None
                 return latest
         self.on_commit()
+        telemetry.CRLS_PUBLISHED.labels(ca_id).inc()
+        telemetry.CRL_NEXT_UPDATE.labels(ca_id).set(next_update.timestamp())
         _log.info(
             "CRL published", extra={"ca_id": ca_id, "number": number, "entries": len(entries)}
         )
@@ -965,8 +969,17 @@ class CaGateway:
                 _log.exception("scheduled step crashed", extra={"step": name})
 
     def _tick_responder(self) -> None:
-        if self.builtin is not None:
-            self.ensure_ocsp_responder()
+        if self.builtin is None:
+            return
+        self.ensure_ocsp_responder()
+        telemetry.CERTIFICATE_NOT_AFTER.labels("root").set(self.builtin.root.not_after.timestamp())
+        telemetry.CERTIFICATE_NOT_AFTER.labels("issuing").set(
+            self.builtin.issuing.not_after.timestamp()
+        )
+        responder = self.responder()
+        if responder is not None:
+            not_after = responder.certificate.not_valid_after
+            telemetry.CERTIFICATE_NOT_AFTER.labels("ocsp_responder").set(not_after.timestamp())
 
     def _tick_crls(self) -> None:
         if self.builtin is None:
@@ -981,6 +994,9 @@ class CaGateway:
             serials = [r.serial for r in CertificateRepository(session).unsettled_revocations()]
         for serial in serials:
             self._settle_key(serial)
+        with self.db.session() as session:
+            pending = len(CertificateRepository(session).unsettled_revocations())
+        telemetry.KEY_RETIREMENTS_PENDING.set(pending)
 
     def renew_due(self) -> list[str]:
         """Renew the certificates with automatic renewal whose time has come; the new serials."""
