@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
+from datetime import datetime
 
 from signet.ca_gateway import certs
 from signet.ca_gateway.domain import (
@@ -21,6 +18,7 @@ from signet.ca_gateway.domain import (
 from signet.ca_gateway.v1 import ca_gateway_pb2 as pb
 from signet.common.keys import KeyAlgorithm
 from signet.common.protoenum import ProtoEnum
+from signet.common.prototime import timestamp
 from signet.common.v1 import common_pb2
 from signet.events.v1 import events_pb2
 
@@ -30,27 +28,6 @@ REASON = ProtoEnum(RevocationReason, pb.RevocationReason, "REVOCATION_REASON_")
 INITIATOR = ProtoEnum(RevocationInitiator, pb.RevocationInitiator, "REVOCATION_INITIATOR_")
 ROLE = ProtoEnum(CaRole, pb.CaRole, "CA_ROLE_")
 KEY_ALGORITHM = ProtoEnum(KeyAlgorithm, common_pb2.KeyAlgorithm, "KEY_ALGORITHM_")
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp, or None to leave the field unset."""
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def instant(ts: Timestamp, present: bool) -> datetime | None:
-    """A UTC datetime from a Timestamp field, None when the field is unset."""
-    if not present:
-        return None
-    return ts.ToDatetime(tzinfo=UTC)
-
-
-def duration(value: Duration, present: bool) -> timedelta | None:
-    """A timedelta from a Duration field, None when unset."""
-    return value.ToTimedelta() if present else None
 
 
 def revocation_message(view: RevocationView) -> pb.Revocation:

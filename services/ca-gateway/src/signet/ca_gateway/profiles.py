@@ -48,32 +48,28 @@ class Profile:
         return min(requested, self.max_validity)
 
 
-_SIGNING = frozenset({"digital_signature", "non_repudiation"})
+def _subscriber(name: CertificateProfile, account_type: AccountType) -> Profile:
+    """A subscriber's signing certificate: digitalSignature and nonRepudiation, one year."""
+    return Profile(
+        name=name,
+        account_type=account_type,
+        key_usage=frozenset({"digital_signature", "non_repudiation"}),
+        extended_key_usage=(),
+        extended_key_usage_critical=False,
+        ocsp_no_check=False,
+        default_validity=timedelta(days=365),
+        max_validity=timedelta(days=3 * 365),
+        key_purpose="subscriber_signing",
+        default_renew_before=timedelta(days=30),
+    )
+
 
 PROFILES: dict[CertificateProfile, Profile] = {
-    CertificateProfile.PERSON_SIGNING: Profile(
-        name=CertificateProfile.PERSON_SIGNING,
-        account_type=AccountType.PERSON,
-        key_usage=_SIGNING,
-        extended_key_usage=(),
-        extended_key_usage_critical=False,
-        ocsp_no_check=False,
-        default_validity=timedelta(days=365),
-        max_validity=timedelta(days=3 * 365),
-        key_purpose="subscriber_signing",
-        default_renew_before=timedelta(days=30),
+    CertificateProfile.PERSON_SIGNING: _subscriber(
+        CertificateProfile.PERSON_SIGNING, AccountType.PERSON
     ),
-    CertificateProfile.ENTERPRISE_SEAL: Profile(
-        name=CertificateProfile.ENTERPRISE_SEAL,
-        account_type=AccountType.ENTERPRISE,
-        key_usage=_SIGNING,
-        extended_key_usage=(),
-        extended_key_usage_critical=False,
-        ocsp_no_check=False,
-        default_validity=timedelta(days=365),
-        max_validity=timedelta(days=3 * 365),
-        key_purpose="subscriber_signing",
-        default_renew_before=timedelta(days=30),
+    CertificateProfile.ENTERPRISE_SEAL: _subscriber(
+        CertificateProfile.ENTERPRISE_SEAL, AccountType.ENTERPRISE
     ),
     CertificateProfile.TIMESTAMPING: Profile(
         name=CertificateProfile.TIMESTAMPING,

@@ -16,6 +16,7 @@ from signet.ca_gateway.service import (
 )
 from signet.ca_gateway.v1 import ca_gateway_pb2 as pb
 from signet.ca_gateway.v1 import ca_gateway_pb2_grpc
+from signet.common import prototime
 from signet.common.auth import current_principal
 
 
@@ -40,7 +41,7 @@ class CaGatewayServicer(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
                     request.key_algorithm, "key_algorithm"
                 ),
                 key_id=request.key_id,
-                validity=convert.duration(request.validity, request.HasField("validity")),
+                validity=prototime.duration(request.validity, request.HasField("validity")),
                 auto_renewal=request.auto_renewal,
                 operator_account_id=request.operator_account_id,
                 request_id=request.request_id,
@@ -62,7 +63,7 @@ class CaGatewayServicer(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
                 key_algorithm=convert.KEY_ALGORITHM.from_proto(
                     request.key_algorithm, "key_algorithm"
                 ),
-                validity=convert.duration(request.validity, request.HasField("validity")),
+                validity=prototime.duration(request.validity, request.HasField("validity")),
                 request_id=request.request_id,
             ),
         )
@@ -84,7 +85,7 @@ class CaGatewayServicer(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
                 or RevocationReason.UNSPECIFIED,
                 initiator=convert.INITIATOR.from_proto(request.initiator, "initiator")
                 or RevocationInitiator.UNSPECIFIED,
-                invalidity_date=convert.instant(
+                invalidity_date=prototime.instant(
                     request.invalidity_date, request.HasField("invalidity_date")
                 ),
                 requested_by=request.requested_by,
@@ -117,7 +118,7 @@ class CaGatewayServicer(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
                 account_id=request.account_id,
                 status=convert.STATUS.from_proto(request.status, "status"),
                 profile=convert.PROFILE.from_proto(request.profile, "profile"),
-                expiring_before=convert.instant(
+                expiring_before=prototime.instant(
                     request.expiring_before, request.HasField("expiring_before")
                 ),
                 page_size=request.page_size,
@@ -136,13 +137,13 @@ class CaGatewayServicer(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
     ) -> pb.GetRevocationStatusResponse:
         """The status of a serial at an instant."""
         answer = self._gateway.status(
-            request.serial, convert.instant(request.at_time, request.HasField("at_time"))
+            request.serial, prototime.instant(request.at_time, request.HasField("at_time"))
         )
         response = pb.GetRevocationStatusResponse(
             serial=answer.serial,
-            at_time=convert.timestamp(answer.at_time),
+            at_time=prototime.timestamp(answer.at_time),
             status=convert.STATUS.to_proto(answer.status),  # type: ignore[arg-type]
-            produced_at=convert.timestamp(answer.produced_at),
+            produced_at=prototime.timestamp(answer.produced_at),
         )
         if answer.revocation is not None:
             response.revocation.CopyFrom(convert.revocation_message(answer.revocation))
@@ -166,6 +167,6 @@ class CaGatewayServicer(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
             current_principal(),
             request.serial,
             request.enabled,
-            convert.duration(request.renew_before, request.HasField("renew_before")),
+            prototime.duration(request.renew_before, request.HasField("renew_before")),
         )
         return pb.SetAutoRenewalResponse(certificate=convert.certificate_message(view))

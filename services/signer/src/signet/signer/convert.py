@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
@@ -19,10 +18,10 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from signet.common.errors import InvalidArgument, ServiceError
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
+from signet.common.prototime import timestamp
 from signet.common.v1 import common_pb2
 from signet.events.v1 import events_pb2
 from signet.signer.domain import EventContext, KeyOwner, KeyView, Purpose, RetirementReason
@@ -71,15 +70,6 @@ def required(enum_cls: type[_E], number: int, field: str) -> _E:
     value = from_proto(enum_cls, number, field)
     assert value is not None
     return value
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp, or None to leave the field unset."""
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def owner_message(owner: KeyOwner) -> signer_pb2.KeyOwner:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import grpc
 
+from signet.common import prototime
 from signet.common.auth import current_principal
 from signet.common.errors import FailedPrecondition, Internal, InvalidArgument, ServiceError
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
@@ -136,7 +137,7 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             signature_id=result.signature_id,
             key_id=result.key_id,
             signature=result.signature,
-            signed_at=convert.timestamp(result.signed_at),
+            signed_at=prototime.timestamp(result.signed_at),
         )
         if result.scheme is not None:
             response.scheme = convert.to_proto(result.scheme)  # type: ignore[assignment]
@@ -264,7 +265,7 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             signature_id=recorded.signature_id,
             signed_output=output,
             document_digest=convert.digest_message(hash_alg, doc_digest),
-            signing_time=convert.timestamp(signing_time),
+            signing_time=prototime.timestamp(signing_time),
             level=level,
             timestamp_token=token,
             certificate_serial=serial,
