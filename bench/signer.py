@@ -6,15 +6,17 @@
    SQLite, events written to its outbox) signing batches of 100 digests with a system
    key, 4 batches in flight.
 3. SignDigest: the same server, one digest per call, 32 calls in flight; throughput and
-   latency percentiles (client-observed, submit to completion).
+   latency percentiles (client-observed, submit to completion), driven by ghz (a Go load
+   generator, see :mod:`bench.loadgen`) and, for comparison, by Python's asyncio client.
 
 Client and server share the machine's cores, as they would not in production; the
-figures are therefore a floor.
+figures are therefore a floor, the Python client's the lower one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import subprocess
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import loadgen
 from bench.harness import REGISTRY, Figures, percentile, rate
 from signet.common.auth import hash_token
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
@@ -167,9 +170,34 @@ def _batch_rate(stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bea
 
 
 def _digest_figures(address: str, key_id: str, bearer: str) -> Figures:
-    """DIGESTS_IN_FLIGHT concurrent callers on an asyncio client (the cheapest Python
-    client, so that the client's share of the two cores distorts the figure least)."""
-    return asyncio.run(_digest_figures_async(address, key_id, bearer))
+    """DIGESTS_IN_FLIGHT concurrent SignDigest calls from ghz, then from Python's asyncio
+    client (the cheapest Python client) for comparison."""
+    result = loadgen.unary_load(
+        address,
+        proto="signet/signer/v1/signer.proto",
+        call="signet.signer.v1.SignerService/SignDigest",
+        data={
+            "key_id": key_id,
+            "digest": {
+                "algorithm": "HASH_ALGORITHM_SHA256",
+                "value": base64.b64encode(hashlib.sha256(b"y").digest()).decode(),
+            },
+        },
+        metadata={"authorization": f"Bearer {bearer}"},
+        in_flight=DIGESTS_IN_FLIGHT,
+        connections=CONNECTIONS,
+        seconds=DURATION,
+    )
+    if result.errors:
+        raise RuntimeError(f"{result.errors} SignDigest calls failed under load")
+    figures: Figures = {
+        "sign_digest_32_in_flight_per_s": result.rps,
+        "sign_digest_p50_ms": result.p50_ms,
+        "sign_digest_p99_ms": result.p99_ms,
+    }
+    python = asyncio.run(_digest_figures_async(address, key_id, bearer))
+    figures.update({f"python_client_{name}": value for name, value in python.items()})
+    return figures
 
 
 async def _digest_figures_async(address: str, key_id: str, bearer: str) -> Figures:
