@@ -66,6 +66,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    statuses: dict[str, int]
 
 
 def unary_load(
@@ -104,6 +105,9 @@ def unary_load(
             "1",
             "--duration",
             f"{seconds:.0f}s",
+            # Calls in flight when the time is up finish and count, not cancelled as errors.
+            "--duration-stop",
+            "wait",
             "--format",
             "json",
             address,
@@ -123,4 +127,5 @@ def unary_load(
         p50_ms=latencies[50],
         p99_ms=latencies[99],
         errors=sum(n for code, n in statuses.items() if code != "OK"),
+        statuses=statuses,
     )

@@ -189,7 +189,7 @@ def _digest_figures(address: str, key_id: str, bearer: str) -> Figures:
         seconds=DURATION,
     )
     if result.errors:
-        raise RuntimeError(f"{result.errors} SignDigest calls failed under load")
+        raise RuntimeError(f"{result.errors} SignDigest calls failed under load: {result.statuses}")
     figures: Figures = {
         "sign_digest_32_in_flight_per_s": result.rps,
         "sign_digest_p50_ms": result.p50_ms,
