@@ -163,7 +163,8 @@ class SendRequest:
     channel: ChannelKind
     recipient: RecipientSpec
     template_id: str
-    category: Category
+    # None: the template's own category.
+    category: Category | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     sensitive_params: frozenset[str] = frozenset()
     locale: str = ""

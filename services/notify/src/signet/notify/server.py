@@ -7,7 +7,7 @@ configured, the consumer of the Signet topics that turns events into notificatio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -100,8 +100,9 @@ def build(
     senders: dict[ChannelKind, ChannelSender] | None = None,
     registry: CollectorRegistry = REGISTRY,
     on_commit: Callable[[], None] | None = None,
+    topics: Sequence[str] = TOPICS,
 ) -> NotifyApp:
-    """Wire service, dispatcher and (with Kafka) the event consumer."""
+    """Wire service, dispatcher and (with Kafka) the event consumer of ``topics``."""
     catalog = TemplateCatalog.from_file(
         settings.template_overrides_file,
         default_locale=settings.default_locale,
@@ -136,7 +137,7 @@ def build(
         consumer = KafkaConsumerLoop(
             settings.kafka_bootstrap,
             settings.consumer_group,
-            TOPICS,
+            topics,
             handle,
             client_id=settings.kafka_client_id or f"signet-{settings.service_name}",
         )

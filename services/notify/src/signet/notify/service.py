@@ -169,7 +169,7 @@ class NotifyService:
 
     def __post_init__(self) -> None:
         self._wait = wait_exponential_jitter(
-            initial=self.policy.retry_initial_seconds,
+            multiplier=self.policy.retry_initial_seconds,
             max=self.policy.retry_max_seconds,
             jitter=self.policy.retry_jitter_seconds,
         )
