@@ -17,6 +17,7 @@ from signet.common.events import NOTIFY_TOPIC, decode_envelope, unpack_payload
 from signet.common.outbox import OutboxMessage
 from signet.events.v1 import events_pb2
 from signet.notify import webhooks
+from signet.notify.domain import ChannelKind
 from signet.notify.v1 import notify_pb2 as pb
 from tests.fixtures.notify import NotifyHarness, notify_harness
 
@@ -610,3 +611,44 @@ def test_database_keeps_no_address_in_clear(notify: NotifyHarness) -> None:
     with notify.db.engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM deliveries")).all()
     assert rows and "secret.person" not in repr(rows)
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_tls_verifies_the_smtp_server(tmp_path: Path, security: str) -> None:
+    with notify_harness(tmp_path, smtp_security=security) as notify:
+        notify.stub().SendNotification(
+            pb.SendNotificationRequest(
+                tenant_id="t1",
+                channel=pb.CHANNEL_EMAIL,
+                recipient=pb.Recipient(email_address="tls@example.com"),
+                template_id="account-cancelled",
+                locale="zh-CN",
+            )
+        )
+        notify.drain()
+        [mail] = notify.smtp.to("tls@example.com")
+        assert mail["Subject"] == "账户已注销"
+
+
+def test_untrusted_smtp_certificate_is_a_transient_failure(tmp_path: Path) -> None:
+    with notify_harness(tmp_path, smtp_security="starttls") as notify:
+        object.__setattr__(notify.app.service.senders[ChannelKind.EMAIL], "_ca_file", "")
+        response = notify.stub().SendNotification(
+            pb.SendNotificationRequest(
+                tenant_id="t1",
+                channel=pb.CHANNEL_EMAIL,
+                recipient=pb.Recipient(email_address="tls@example.com"),
+                template_id="account-cancelled",
+            )
+        )
+        notify.drain()
+        delivery = (
+            notify.stub()
+            .GetDeliveryStatus(
+                pb.GetDeliveryStatusRequest(notification_id=response.notification_id)
+            )
+            .delivery
+        )
+        assert notify.smtp.messages == []
+        assert {a.error_class for a in delivery.attempts} == {"tls_error"}
+        assert delivery.state == pb.DELIVERY_STATE_DEAD_LETTERED

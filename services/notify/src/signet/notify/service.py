@@ -377,6 +377,9 @@ class NotifyService:
             repo = DeliveryRepository(session)
             for intent in intents:
                 delivery = self._delivery_for_intent(session, envelope, intent)
+                # Another consumer group (or a lost marker) may have queued it already.
+                if repo.find(delivery.idempotency_key, delivery.channel, delivery.recipient_hash):
+                    continue
                 repo.add(delivery)
                 queued.append((intent.channel, delivery.state.value))
         for channel, state in queued:
