@@ -55,9 +55,9 @@ def _outbox(notify: NotifyHarness, topic: str | None = None) -> list[events_pb2.
         return [decode_envelope(r.envelope) for r in rows if topic is None or r.topic == topic]
 
 
-def _register_hook(notify: NotifyHarness, path: str = "/hook", **kw: object) -> tuple[str, str]:
+def _register_hook(notify: NotifyHarness, path: str = "/hook") -> tuple[str, str]:
     response = notify.stub().RegisterWebhookEndpoint(
-        pb.RegisterWebhookEndpointRequest(tenant_id="t1", url=notify.hooks.url + path, **kw)
+        pb.RegisterWebhookEndpointRequest(tenant_id="t1", url=notify.hooks.url + path)
     )
     return response.endpoint.endpoint_id, response.secret
 
@@ -166,9 +166,11 @@ def test_bad_send_is_invalid_argument(
 ) -> None:
     request = _code_request()
     for name, value in overrides.items():
-        if name in ("params", "sensitive_params"):
-            request.ClearField(name)  # type: ignore[arg-type]
-            getattr(request, name).update(value) if name == "params" else None  # type: ignore[arg-type]
+        if name == "params":
+            request.ClearField("params")
+            request.params.update(value)  # type: ignore[call-overload]
+        elif name == "sensitive_params":
+            request.ClearField("sensitive_params")
         elif isinstance(value, pb.Recipient):
             request.recipient.CopyFrom(value)
         elif isinstance(value, Timestamp):
@@ -361,9 +363,13 @@ def test_webhook_endpoints_are_listed_a_page_at_a_time(notify: NotifyHarness) ->
         pb.ListWebhookEndpointsRequest(tenant_id="t1", page_size=2)
     )
     second = notify.stub().ListWebhookEndpoints(
-        pb.ListWebhookEndpointsRequest(tenant_id="t1", page_size=2, page_token=first.next_page_token)
+        pb.ListWebhookEndpointsRequest(
+            tenant_id="t1", page_size=2, page_token=first.next_page_token
+        )
     )
-    assert [e.endpoint_id for e in first.endpoints] + [e.endpoint_id for e in second.endpoints] == ids
+    assert [e.endpoint_id for e in first.endpoints] + [
+        e.endpoint_id for e in second.endpoints
+    ] == ids
     assert second.next_page_token == ""
     # Secrets never come back in listings; the registration event has no query string.
     assert "secret" not in str(first)
@@ -592,9 +598,7 @@ def test_incident_for_a_tenant_reaches_the_accounts_notify_knows(notify: NotifyH
                 tenant=tenant,
             )
         )
-    response = notify.stub().DeclareIncident(
-        _incident(idempotency_key="inc-t1", tenant_id="t1")
-    )
+    response = notify.stub().DeclareIncident(_incident(idempotency_key="inc-t1", tenant_id="t1"))
     assert response.notifications_queued == 2
 
 

@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaConsumer
 
+from signet.ca_gateway.v1 import ca_gateway_pb2
 from signet.common.events import (
     EventEnvelope,
     decode_envelope,
@@ -71,7 +72,9 @@ class Platform:
 def platform(
     tmp_path: Path, kafka_bootstrap: str, unique_topic: Callable[[str], str]
 ) -> Iterator[Platform]:
-    topics = Topics(unique_topic("identity"), unique_topic("certificate"), unique_topic("signature"))
+    topics = Topics(
+        unique_topic("identity"), unique_topic("certificate"), unique_topic("signature")
+    )
     group = f"notify-{uuid.uuid4().hex[:8]}"
     with notify_harness(
         tmp_path,
@@ -126,23 +129,27 @@ def test_each_event_type_produces_the_right_message(platform: Platform) -> None:
         ),
         (
             topics.certificate,
-            ev.CertificateRenewed(
-                serial="5A02", previous_serial="5A01", account_id="a-renewed"
-            ),
+            ev.CertificateRenewed(serial="5A02", previous_serial="5A01", account_id="a-renewed"),
             {"email"},
             "Your certificate was renewed",
             "serial 5A02 (was 5A01)",
         ),
         (
             topics.certificate,
-            ev.CertificateRevoked(serial="5A03", account_id="a-revoked", reason=1),
+            ev.CertificateRevoked(
+                serial="5A03",
+                account_id="a-revoked",
+                reason=ca_gateway_pb2.REVOCATION_REASON_KEY_COMPROMISE,
+            ),
             {"email", "sms"},
             "Your certificate was revoked",
             "reason: key compromise",
         ),
         (
             topics.certificate,
-            ev.CertificateExpiring(serial="5A04", account_id="a-expiring", not_after=_ts(not_after)),
+            ev.CertificateExpiring(
+                serial="5A04", account_id="a-expiring", not_after=_ts(not_after)
+            ),
             {"email", "sms"},
             "Your certificate expires soon",
             "Please renew it in time.",
@@ -164,7 +171,9 @@ def test_each_event_type_produces_the_right_message(platform: Platform) -> None:
                 owner=signer_pb2.KeyOwner(
                     subscriber=signer_pb2.SubscriberOwner(tenant_id=TENANT, account_id="a-signed")
                 ),
-                digest=common_pb2.Digest(algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=b"d" * 32),
+                digest=common_pb2.Digest(
+                    algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=b"d" * 32
+                ),
             ),
             {"email"},
             "A document was signed",
@@ -260,20 +269,24 @@ def test_each_event_type_produces_the_right_message(platform: Platform) -> None:
         if not account:
             account = "a-signed"
         accounts.add(account)
-        notify.identity.add(account, email=f"{account}@example.com", phone="13800000000", locale="en")
+        notify.identity.add(
+            account, email=f"{account}@example.com", phone="13800000000", locale="en"
+        )
     notify.identity.add("a-quiet", email="a-quiet@example.com", phone="13800000000")
     published = [platform.event(t, p, subject="s") for t, p, *_ in cases]
     published += [platform.event(t, p, subject="s") for t, p in quiet]
 
     expected_sms = sum("sms" in channels for _, _, channels, _, _ in cases)
     assert wait_until(
-        lambda: len(notify.smtp.messages) >= len(cases)
-        and len(notify.sms.accepted()) >= expected_sms
-        and len(notify.hooks.accepted("/all")) >= len(published),
+        lambda: (
+            len(notify.smtp.messages) >= len(cases)
+            and len(notify.sms.accepted()) >= expected_sms
+            and len(notify.hooks.accepted("/all")) >= len(published)
+        ),
         timeout=120,
     ), (len(notify.smtp.messages), len(notify.sms.accepted()), len(notify.hooks.accepted("/all")))
 
-    for _, payload, channels, subject, fragment in cases:
+    for _, payload, _channels, subject, fragment in cases:
         account = getattr(payload, "account_id", "") or getattr(payload, "operator_account_id", "")
         account = account or "a-signed"
         mails = notify.smtp.to(f"{account}@example.com")
@@ -376,8 +389,10 @@ def test_redelivered_kafka_event_sends_nothing_twice(platform: Platform) -> None
     platform.publish(platform.topics.certificate, envelope)
     platform.publish(platform.topics.certificate, envelope)  # the broker redelivers it
     assert wait_until(
-        lambda: len(notify.smtp.to("a-once@example.com")) >= 1
-        and len(notify.hooks.accepted("/once")) >= 1,
+        lambda: (
+            len(notify.smtp.to("a-once@example.com")) >= 1
+            and len(notify.hooks.accepted("/once")) >= 1
+        ),
         timeout=90,
     )
     # A second consumer group reading everything again (offsets lost) adds nothing either.
@@ -391,8 +406,10 @@ def test_redelivered_kafka_event_sends_nothing_twice(platform: Platform) -> None
     try:
         assert wait_until(lambda: rereader.assigned, timeout=60)
         assert not wait_until(
-            lambda: len(notify.smtp.to("a-once@example.com")) > 1
-            or len(notify.hooks.accepted("/once")) > 1,
+            lambda: (
+                len(notify.smtp.to("a-once@example.com")) > 1
+                or len(notify.hooks.accepted("/once")) > 1
+            ),
             timeout=5,
         )
     finally:

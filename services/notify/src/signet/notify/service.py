@@ -759,7 +759,8 @@ class NotifyService:
     ) -> list[str]:
         """Put dead-lettered notifications back into delivery with a fresh retry budget.
 
-        Notifications whose deliver_before has passed (expired codes) stay dead.
+        Notifications whose deliver_before has passed stay dead, and so do one-time codes:
+        their code is dropped when they die, and a late code is of no use anyway.
         """
         self._require_operator(caller)
         if limit < 0:
@@ -776,6 +777,9 @@ class NotifyService:
             )
             for row in rows:
                 if row.deliver_before is not None and row.deliver_before <= now:
+                    continue
+                if row.category == Category.ONE_TIME_CODE.value and row.sealed_params is None:
+                    # Its code was dropped when it died; the caller issues a fresh one.
                     continue
                 row.state = DeliveryState.PENDING
                 row.round_attempts = 0
