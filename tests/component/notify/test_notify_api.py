@@ -656,3 +656,71 @@ def test_untrusted_smtp_certificate_is_a_transient_failure(tmp_path: Path) -> No
         assert notify.smtp.messages == []
         assert {a.error_class for a in delivery.attempts} == {"tls_error"}
         assert delivery.state == pb.DELIVERY_STATE_DEAD_LETTERED
+
+
+def test_event_reminders_follow_preferences_but_security_notices_always_go(
+    notify: NotifyHarness,
+) -> None:
+    from signet.common.events import new_envelope
+
+    notify.identity.add("acc-p", email="p@example.com", phone="13600001234", locale="en")
+    notify.stub().SetNotificationPreferences(
+        pb.SetNotificationPreferencesRequest(
+            account_id="acc-p",
+            categories=[
+                pb.CategoryPreference(
+                    category=pb.NOTIFICATION_CATEGORY_REMINDER,
+                    disabled_channels=[pb.CHANNEL_EMAIL, pb.CHANNEL_SMS],
+                )
+            ],
+        )
+    )
+    expiring = new_envelope(
+        events_pb2.CertificateExpiring(serial="01", account_id="acc-p"),
+        source="ca-gateway",
+        subject="01",
+        tenant="t1",
+    )
+    revoked = new_envelope(
+        events_pb2.CertificateRevoked(serial="01", account_id="acc-p"),
+        source="ca-gateway",
+        subject="01",
+        tenant="t1",
+    )
+    assert notify.service.handle_event(expiring) == 2
+    assert notify.service.handle_event(revoked) == 2
+    assert notify.service.handle_event(revoked) == 0  # redelivered: nothing new
+    notify.drain()
+    assert [m["Subject"] for m in notify.smtp.to("p@example.com")] == [
+        "Your certificate was revoked"
+    ]
+    assert len(notify.sms.accepted()) == 1
+    assert notify.metric("signet_notify_suppressed_total", {"channel": "email"}) == 1
+
+
+def test_tenant_caller_cannot_reach_another_tenants_account(tmp_path: Path) -> None:
+    from signet.common.auth import Principal, principal_scope
+    from signet.common.errors import PermissionDenied
+    from signet.common.events import new_envelope
+    from signet.notify.domain import RecipientSpec, SendRequest
+
+    with notify_harness(tmp_path) as notify:
+        notify.service.handle_event(
+            new_envelope(
+                events_pb2.AccountRegistered(account_id="acc-t2"),
+                source="identity",
+                subject="acc-t2",
+                tenant="t2",
+            )
+        )
+        caller = Principal(subject="console", kind="tenant", tenant="t1")
+        request = SendRequest(
+            tenant="",
+            channel=ChannelKind.EMAIL,
+            recipient=RecipientSpec(account_id="acc-t2"),
+            template_id="account-cancelled",
+        )
+        with principal_scope(caller), pytest.raises(PermissionDenied):
+            notify.service.send(caller, request)
+        with pytest.raises(PermissionDenied):
+            notify.service.send(caller, SendRequest(**{**request.__dict__, "tenant": "t2"}))

@@ -67,8 +67,8 @@ class NotifySettings(ServiceSettings):
     template_overrides_file: str = ""
 
     # Identity (contact details) and evidence (incident notices) over gRPC.
-    identity_address: str = "127.0.0.1:50051"
-    evidence_address: str = "127.0.0.1:50054"
+    identity_targets: str = "127.0.0.1:50051"
+    evidence_targets: str = "127.0.0.1:50054"
     # Bearer token notify presents to them (auth_mode token).
     peer_token: SecretStr = SecretStr("")
     peer_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -150,12 +150,12 @@ def main() -> None:
     runtime = Runtime.open(settings, MIGRATIONS_DIR)
     token = settings.peer_token.get_secret_value() or None
     identity = create_channel(
-        settings.identity_address,
+        settings.identity_targets,
         default_timeout=settings.peer_timeout_seconds,
         bearer_token=token,
     )
     evidence = create_channel(
-        settings.evidence_address,
+        settings.evidence_targets,
         default_timeout=settings.peer_timeout_seconds,
         bearer_token=token,
     )

@@ -198,6 +198,10 @@ class NotifyService:
         )
         recipient_hash = self.sealer.recipient_hash(kind, value)
         with self.db.session() as session:
+            if kind == "account" and caller.tenant is not None:
+                known = AccountRosterRepository(session).tenant_of(value)
+                if known is not None and known != caller.tenant:
+                    raise PermissionDenied("the account belongs to another tenant")
             repo = DeliveryRepository(session)
             existing = repo.find(key, request.channel.value, recipient_hash)
             if existing is not None:
