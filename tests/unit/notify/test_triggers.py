@@ -91,3 +91,4 @@ def test_webhook_body_carries_the_envelope_and_payload() -> None:
 def test_every_event_type_is_subscribable_but_not_the_envelope() -> None:
     assert "signet.events.v1.SignatureCreated" in triggers.EVENT_TYPES
     assert "signet.events.v1.EventEnvelope" not in triggers.EVENT_TYPES
+    assert "signet.events.v1.NotificationSent" not in triggers.EVENT_TYPES

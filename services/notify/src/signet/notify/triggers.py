@@ -207,10 +207,31 @@ MAPPERS: dict[type[Message], _Mapper] = {
 
 _BY_NAME: dict[str, type[Message]] = {m.DESCRIPTOR.full_name: m for m in MAPPERS}
 
-EVENT_TYPES: frozenset[str] = frozenset(
-    message.full_name for message in ev.DESCRIPTOR.message_types_by_name.values()
-) - {"signet.events.v1.EventEnvelope", "signet.events.v1.TraceContext"}
-"""Every event type a webhook endpoint may subscribe to."""
+_NOT_FORWARDED = frozenset(
+    m.DESCRIPTOR.full_name
+    for m in (
+        ev.EventEnvelope,
+        ev.TraceContext,
+        # evidence's and notify's own events travel on topics notify does not consume.
+        ev.EvidenceAppended,
+        ev.TreeHeadSigned,
+        ev.TimestampIssued,
+        ev.EvidencePackageExported,
+        ev.NotificationSent,
+        ev.NotificationFailed,
+        ev.NotificationDeadLettered,
+        ev.NotificationReplayed,
+        ev.IncidentDeclared,
+        ev.WebhookEndpointRegistered,
+        ev.WebhookSecretRotated,
+    )
+)
+
+EVENT_TYPES: frozenset[str] = (
+    frozenset(message.full_name for message in ev.DESCRIPTOR.message_types_by_name.values())
+    - _NOT_FORWARDED
+)
+"""Every event type a webhook endpoint may subscribe to: those of the topics notify consumes."""
 
 
 def person_intents(envelope: EventEnvelope) -> list[Intent]:
@@ -259,6 +280,11 @@ def webhook_body(envelope: EventEnvelope) -> str:
 def _payload_type(full_name: str) -> type[Message] | None:
     short = full_name.rsplit(".", 1)[-1]
     found = getattr(ev, short, None)
-    if isinstance(found, type) and issubclass(found, Message) and full_name in EVENT_TYPES:
+    if (
+        isinstance(found, type)
+        and issubclass(found, Message)
+        and found.DESCRIPTOR.full_name == full_name
+        and full_name not in _NOT_FORWARDED
+    ):
         return found
     return None
