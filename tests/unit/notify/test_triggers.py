@@ -92,3 +92,12 @@ def test_every_event_type_is_subscribable_but_not_the_envelope() -> None:
     assert "signet.events.v1.SignatureCreated" in triggers.EVENT_TYPES
     assert "signet.events.v1.EventEnvelope" not in triggers.EVENT_TYPES
     assert "signet.events.v1.NotificationSent" not in triggers.EVENT_TYPES
+
+
+def test_single_signatures_notify_the_signer_but_batch_items_do_not() -> None:
+    owner = signer_pb2.KeyOwner(
+        subscriber=signer_pb2.SubscriberOwner(tenant_id="t1", account_id="a1")
+    )
+    single = _intents(ev.SignatureCreated(signature_id="s1", owner=owner))
+    assert single == [("contract-completed", ChannelKind.EMAIL, Category.CONTRACT_COMPLETED, "a1")]
+    assert _intents(ev.SignatureCreated(signature_id="s2", owner=owner, batch_id="b1")) == []
