@@ -205,14 +205,14 @@ def test_each_event_type_produces_the_right_message(platform: Platform) -> None:
             ev.AccountUpdated(account_id="a-updated", changed_fields=["phone"]),
             {"email", "sms"},
             "Your account details changed",
-            "phone",
+            "phone number",
         ),
         (
             topics.identity,
             ev.PersonalDataCorrected(account_id="a-corrected", changed_fields=["email"]),
             {"email", "sms"},
             "Your account details changed",
-            "email",
+            "e-mail address",
         ),
         (
             topics.identity,

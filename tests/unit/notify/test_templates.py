@@ -71,3 +71,14 @@ def test_tenant_override_replaces_only_that_tenant_and_part() -> None:
 def test_bad_overrides_are_refused_at_load(raw: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_overrides(raw)
+
+
+def test_coded_values_are_put_into_each_languages_words() -> None:
+    catalog = TemplateCatalog()
+    zh = catalog.render("contact-changed", "zh-CN", {"fields": "phone,email,nickname"})
+    en = catalog.render("contact-changed", "en", {"fields": "phone,email,nickname"})
+    assert "手机号、邮箱、nickname" in zh.body
+    assert "phone number, e-mail address, nickname" in en.body
+    params = {"serial": "01", "revoked_at": "-", "reason": "platform_key_loss"}
+    assert "密钥或激活数据丢失" in catalog.render("certificate-revoked", "zh-CN", params).body
+    assert "key or activation data lost" in catalog.render("certificate-revoked", "en", params).body

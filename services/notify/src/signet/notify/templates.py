@@ -398,6 +398,56 @@ _BUILTIN: tuple[Template, ...] = (
 BUILTIN: Mapping[str, Template] = {t.template_id: t for t in _BUILTIN}
 """The built-in templates by id."""
 
+_REASONS: Mapping[str, tuple[str, str]] = {
+    "unspecified": ("未说明", "unspecified"),
+    "key_compromise": ("密钥泄露", "key compromise"),
+    "ca_compromise": ("CA 密钥泄露", "CA compromise"),
+    "affiliation_changed": ("信息变更", "affiliation changed"),
+    "superseded": ("已被新证书替代", "superseded"),
+    "cessation_of_operation": ("停止使用", "cessation of operation"),
+    "certificate_hold": ("证书暂停", "certificate hold"),
+    "remove_from_crl": ("解除暂停", "removed from hold"),
+    "privilege_withdrawn": ("权限撤销", "privilege withdrawn"),
+    "aa_compromise": ("属性机构密钥泄露", "AA compromise"),
+    "platform_false_data": ("提供虚假资料", "false data provided"),
+    "platform_changed_data": ("认证信息已变更", "certified data changed"),
+    "platform_key_loss": ("密钥或激活数据丢失", "key or activation data lost"),
+    "platform_misuse": ("违反协议使用", "use against the agreement"),
+    "platform_subject_expired": ("主体已终止", "subject ceased to exist"),
+    "platform_illegal_use": ("用于违法活动", "illegal use"),
+}
+_FIELDS: Mapping[str, tuple[str, str]] = {
+    "phone": ("手机号", "phone number"),
+    "email": ("邮箱", "e-mail address"),
+    "name": ("姓名", "name"),
+    "display_name": ("名称", "display name"),
+    "id_number": ("证件号码", "ID number"),
+    "bank_card": ("银行卡", "bank card"),
+    "address": ("地址", "address"),
+    "legal_representative": ("法定代表人", "legal representative"),
+}
+_VOCABULARY: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "reason": _REASONS,
+    "fields": _FIELDS,
+}
+"""Parameters whose values are codes put into words per locale (zh-CN, en)."""
+
+
+def _localise(params: Mapping[str, str], locale: str) -> dict[str, str]:
+    """``params`` with coded values (revocation reasons, field names) in ``locale``'s words.
+
+    Unknown codes stay as they are, with underscores as spaces.
+    """
+    index = 0 if locale == "zh-CN" else 1
+    result = dict(params)
+    for name, words in _VOCABULARY.items():
+        if name not in params:
+            continue
+        codes = [c.strip() for c in params[name].split(",") if c.strip()]
+        said = [words[c][index] if c in words else c.replace("_", " ") for c in codes]
+        result[name] = ("、" if index == 0 else ", ").join(said)
+    return result
+
 
 def normalise_locale(locale: str) -> str:
     """``zh-CN`` or ``en`` for a BCP 47 tag (``zh``, ``zh-Hans-CN``, ``en-GB``); "" otherwise."""
@@ -457,11 +507,12 @@ class TemplateCatalog:
         override = self._overrides.get(tenant, {}).get(template_id, {}).get(chosen)
         if override is not None:
             text = override
+        values = _localise(params, chosen)
         try:
             rendered = Rendered(
-                subject=string.Template(text.subject).substitute(params),
-                body=string.Template(text.body).substitute(params),
-                sms=string.Template(text.sms).substitute(params),
+                subject=string.Template(text.subject).substitute(values),
+                body=string.Template(text.body).substitute(values),
+                sms=string.Template(text.sms).substitute(values),
                 locale=chosen,
             )
         except KeyError as err:

@@ -53,9 +53,13 @@ def when(ts: Timestamp) -> str:
     return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _enum_words(enum_type: object, value: int, prefix: str) -> str:
-    name: str = enum_type.Name(value)  # type: ignore[attr-defined]
-    return name.removeprefix(prefix).replace("_", " ").lower()
+def _enum_code(enum_type: object, value: int, prefix: str) -> str:
+    """``REVOCATION_REASON_KEY_COMPROMISE`` -> ``key_compromise`` (templates put it in words)."""
+    try:
+        name: str = enum_type.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return "unspecified"
+    return name.removeprefix(prefix).lower()
 
 
 def _for_account(
@@ -94,7 +98,7 @@ def _certificate_renewed(p: ev.CertificateRenewed) -> list[Intent]:
 
 
 def _certificate_revoked(p: ev.CertificateRevoked) -> list[Intent]:
-    reason = _enum_words(ca_gateway_pb2.RevocationReason, p.reason, "REVOCATION_REASON_")
+    reason = _enum_code(ca_gateway_pb2.RevocationReason, p.reason, "REVOCATION_REASON_")
     return _for_account(
         p.account_id,
         "certificate-revoked",
@@ -146,7 +150,7 @@ def _willingness_failed(p: ev.WillingnessFailed) -> list[Intent]:
 def _contact_changed(account_id: str, fields: Sequence[str]) -> list[Intent]:
     if not fields:
         return []
-    return _for_account(account_id, "contact-changed", EMAIL_AND_SMS, fields=", ".join(fields))
+    return _for_account(account_id, "contact-changed", EMAIL_AND_SMS, fields=",".join(fields))
 
 
 def _auto_sign_authorized(p: ev.AutoSignAuthorized) -> list[Intent]:
