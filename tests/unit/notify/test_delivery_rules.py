@@ -243,3 +243,15 @@ def test_sealed_values_open_only_for_their_record() -> None:
     with pytest.raises(Exception, match="cannot be opened"):
         Sealer(b"x" * 32).open(sealed, "n-1")
     assert sealer.recipient_hash("phone", "1") != Sealer(b"x" * 32).recipient_hash("phone", "1")
+
+
+def test_record_sealed_under_another_key_fails_permanently_without_sending(db: Database) -> None:
+    sender = FakeSender(ChannelKind.SMS)
+    service = _service(db, sender, Clock())
+    sent = service.send(ANONYMOUS, _reminder())
+    service.sealer = Sealer(b"o" * 32)  # e.g. restarted without the configured data key
+    assert _run(service) == [Outcome.PERMANENT]
+    assert sender.sent == []
+    row = _row(db, sent.notification_id)
+    assert row.state is DeliveryState.DEAD_LETTERED
+    assert row.last_error_class == "sealed_data_unreadable"

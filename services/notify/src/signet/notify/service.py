@@ -142,6 +142,8 @@ class _Snapshot:
     event_type: str
     endpoint: tuple[str, tuple[str, ...]] | None
     deliver_before: datetime | None
+    # Why the delivery cannot be attempted (an error class), or "".
+    unusable: str = ""
 
 
 def delivery_dead_letter_topic(consumer_group: str) -> str:
@@ -463,17 +465,20 @@ class NotifyService:
                 return None
             endpoint: tuple[str, tuple[str, ...]] | None = None
             sensitive: dict[str, str] = {}
-            address = ""
+            address, unusable = "", ""
             try:
                 if row.endpoint_id:
+                    unusable = "endpoint_inactive"
                     endpoint = self._endpoint_target(session, row.endpoint_id)
+                unusable = "sealed_data_unreadable"
                 if row.sealed_params:
                     sensitive = self.sealer.open_json(row.sealed_params, row.id)
                 if row.sealed_address:
                     address = self.sealer.open(row.sealed_address, row.id).decode()
+                unusable = ""
             except (Internal, NotFound):
-                # Marked unusable: the attempt records a permanent failure.
-                endpoint, address = None, "\x00"
+                # The attempt records a permanent failure of this class.
+                endpoint = None
             return _Snapshot(
                 delivery_id=row.id,
                 channel=channel,
@@ -489,6 +494,7 @@ class NotifyService:
                 event_type=_event_type_of(row.body),
                 endpoint=endpoint,
                 deliver_before=row.deliver_before,
+                unusable=unusable,
             )
 
     def _rate_limited(self, repo: DeliveryRepository, row: Delivery) -> bool:
@@ -521,8 +527,8 @@ class NotifyService:
         """Build the message and send it; returns the result and a newly known masked address."""
         if snap.deliver_before is not None and self._clock() >= snap.deliver_before:
             return SendResult.permanent("expired"), None
-        if snap.address == "\x00":
-            return SendResult.permanent("unusable_record"), None
+        if snap.unusable:
+            return SendResult.permanent(snap.unusable), None
         try:
             message, masked = self._message(snap)
         except NotFound:
