@@ -18,20 +18,30 @@ form, a keyed hash and, for literal addresses, a sealed copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import secrets
+import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy.orm import Session
-from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+    wait_random_exponential,
+)
 
 from signet.common.auth import Principal
 from signet.common.db import Database, utcnow
@@ -99,6 +109,7 @@ from signet.notify.sealing import Sealer
 from signet.notify.templates import LOCALES, TemplateCatalog, normalise_locale
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SOURCE = "notify"
 MAX_REPLAY = 1000
@@ -176,7 +187,31 @@ class NotifyService:
             jitter=self.policy.retry_jitter_seconds,
         )
         self._retrying = Retrying()
+        # SQLite has one writer; a transaction that read before another committed fails at
+        # once (not after the busy timeout). Such a unit of work is simply run again.
+        # Within this process SQLite's writers also take turns on a lock, which keeps the
+        # dispatcher's threads from tripping over each other; PostgreSQL needs neither.
+        self._write_lock: contextlib.AbstractContextManager[object] = (
+            threading.Lock()
+            if self.db.engine.dialect.name == "sqlite"
+            else contextlib.nullcontext()
+        )
+        self._busy = Retrying(
+            retry=retry_if_exception_type(Unavailable),
+            stop=stop_after_attempt(12),
+            wait=wait_random_exponential(multiplier=0.005, max=0.25),
+            reraise=True,
+        )
         self.dead_letter_topic = delivery_dead_letter_topic(self.consumer_group)
+
+    def _unit(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run one unit of work (its own transaction), again if the database was busy."""
+
+        def locked() -> _T:
+            with self._write_lock:
+                return fn(*args)
+
+        return self._busy(locked)
 
     def backoff(self, attempt: int) -> float:
         """Seconds before the attempt after failed attempt number ``attempt`` (1-based)."""
@@ -188,6 +223,9 @@ class NotifyService:
 
     def send(self, caller: Principal, request: SendRequest) -> SendOutcome:
         """Queue one notification; a repeated idempotency key returns the first one."""
+        return self._unit(self._send, caller, request)
+
+    def _send(self, caller: Principal, request: SendRequest) -> SendOutcome:
         tenant = self._tenant_for(caller, request.tenant)
         category = self._check_send(request)
         kind, value = _recipient_target(request.channel, request.recipient)
@@ -368,6 +406,9 @@ class NotifyService:
         The processed-event marker and the deliveries commit together, so a redelivered
         event queues nothing; the consumer commits its offset only after this returns.
         """
+        return self._unit(self._handle_event, envelope)
+
+    def _handle_event(self, envelope: EventEnvelope) -> int:
         queued: list[tuple[ChannelKind, str]] = []
         with self.db.session() as session:
             if not process_once(session, self.consumer_group, envelope.id):
@@ -438,12 +479,16 @@ class NotifyService:
         """Lease up to ``limit`` due deliveries to this dispatcher; returns their ids."""
         now = self._clock()
         lease = now + timedelta(seconds=self.policy.claim_lease_seconds)
-        with self.db.session() as session:
-            return DeliveryRepository(session).claim_due(now, lease, limit)
+
+        def claim() -> list[str]:
+            with self.db.session() as session:
+                return DeliveryRepository(session).claim_due(now, lease, limit)
+
+        return self._unit(claim)
 
     def attempt(self, delivery_id: str) -> Outcome | None:
         """Try one claimed delivery once and record the outcome (None: not tried now)."""
-        snapshot = self._snapshot(delivery_id)
+        snapshot = self._unit(self._snapshot, delivery_id)
         if snapshot is None:
             return None
         started = self._clock()
@@ -451,7 +496,7 @@ class NotifyService:
         result, masked = self._try(snapshot)
         elapsed = time.perf_counter() - clock_start
         self.metrics.attempt_duration.labels(snapshot.channel.value).observe(elapsed)
-        self._record(snapshot, result, started, masked)
+        self._unit(self._record, snapshot, result, started, masked)
         return result.outcome
 
     def _snapshot(self, delivery_id: str) -> _Snapshot | None:
