@@ -724,3 +724,32 @@ def test_tenant_caller_cannot_reach_another_tenants_account(tmp_path: Path) -> N
             notify.service.send(caller, request)
         with pytest.raises(PermissionDenied):
             notify.service.send(caller, SendRequest(**{**request.__dict__, "tenant": "t2"}))
+
+
+def test_concurrent_dispatch_delivers_each_notification_exactly_once(
+    notify: NotifyHarness,
+) -> None:
+    from sqlalchemy import func
+
+    from signet.notify.models import Delivery, DeliveryState
+    from tests.fixtures.kafka import wait_until
+
+    endpoint_id, secret = _register_hook(notify)
+    ids = {_webhook(notify, endpoint_id, f"bulk-{i}") for i in range(120)}
+    notify.app.dispatcher.start()
+    try:
+
+        def delivered() -> int:
+            with notify.db.session() as session:
+                return int(
+                    session.scalar(
+                        select(func.count()).where(Delivery.state == DeliveryState.DELIVERED)
+                    )
+                    or 0
+                )
+
+        assert wait_until(lambda: delivered() == len(ids), timeout=60), delivered()
+    finally:
+        notify.app.dispatcher.stop()
+    received = [webhooks.verify(secret, r.body, r.headers) for r in notify.hooks.received("/hook")]
+    assert sorted(received) == sorted(ids)  # every one once, none twice
