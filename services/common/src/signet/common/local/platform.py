@@ -14,6 +14,7 @@ their SHA-256 hashes. A ``local-admin`` token is there too, for calling the APIs
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -104,6 +105,17 @@ def service_tokens() -> dict[str, str]:
     return tokens
 
 
+def _local_secret(name: str, size: int = 32) -> str:
+    """A random base64 secret kept in the state dir (mode 0600), made on first use."""
+    path = state_dir() / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.b64encode(secrets.token_bytes(size)).decode())
+    return path.read_text().strip()
+
+
 def port_offset() -> int:
     """``SIGNET_LOCAL_PORT_OFFSET`` shifts every local port (a second copy, or tests)."""
     return int(os.environ.get("SIGNET_LOCAL_PORT_OFFSET", "0"))
@@ -184,6 +196,9 @@ def service_env(
     port = http_port(svc.name)
     if port is not None:
         env[p + "HTTP_PORT"] = str(port)
+    if svc.name == "notify":
+        # Sealed addresses and webhook secrets must survive a restart of the local platform.
+        env[p + "DATA_KEY"] = _local_secret("notify-data-key")
     return env
 
 
