@@ -1011,7 +1011,6 @@ class IdentityService:
         ):
             phone = _phone(given.phone)
             elements["phone"] = phone
-            record.phone_lookup = self._vault.lookup("phone", phone)
             record.masked_destination = mask_phone(phone)
         if given.method is VerificationMethod.BANK_CARD_FOUR_ELEMENTS:
             card = "".join(given.card_number.split())
@@ -1056,7 +1055,9 @@ class IdentityService:
             return self._fail_at_start(
                 record, elements, verdict.reason or FailureReason.ELEMENTS_MISMATCH, actor
             )
-        self._rate_limit_destination(record.phone_lookup or "", now)
+        # Set only once a code goes out: the per-destination rate limit counts these.
+        record.phone_lookup = self._vault.lookup("phone", phone)
+        self._rate_limit_destination(record.phone_lookup, now)
         code = self._new_code()
         record.code_hash = checks.code_hash(self._vault.lookup_key, "verification", record.id, code)
         record.expires_at = now + policy.code_ttl
@@ -1227,7 +1228,6 @@ class IdentityService:
                     .select_from(VerificationRecord)
                     .where(
                         VerificationRecord.phone_lookup == lookup,
-                        VerificationRecord.code_hash.is_not(None),
                         VerificationRecord.created_at > since,
                     )
                 )
