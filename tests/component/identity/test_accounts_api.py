@@ -93,7 +93,9 @@ def test_changing_the_name_of_a_verified_person_requires_reverification(env: Ide
     assert account.state == identity_pb2.ACCOUNT_STATE_VERIFIED
     contact = env.stub.UpdateAccount(
         identity_pb2.UpdateAccountRequest(
-            account_id=account.account_id, phone="13900001111", update_mask=FieldMask(paths=["phone"])
+            account_id=account.account_id,
+            phone="13900001111",
+            update_mask=FieldMask(paths=["phone"]),
         )
     )
     assert not contact.reverification_required
@@ -197,7 +199,9 @@ def test_api_credential_authenticates_until_revoked(env: IdentityEnv) -> None:
 def test_rotated_secret_keeps_working_for_the_grace_period_only(env: IdentityEnv) -> None:
     tenant = env.tenant()
     created = env.stub.CreateApiCredential(
-        identity_pb2.CreateApiCredentialRequest(tenant_id=tenant, display_name="crm", scopes=["sign"])
+        identity_pb2.CreateApiCredentialRequest(
+            tenant_id=tenant, display_name="crm", scopes=["sign"]
+        )
     )
     rotated = env.stub.RotateApiCredential(
         identity_pb2.RotateApiCredentialRequest(
@@ -254,7 +258,9 @@ def test_tenant_credentials_reach_only_their_own_tenant(tmp_path: Path) -> None:
         mine = platform.CreateTenant(identity_pb2.CreateTenantRequest(name="A")).tenant.tenant_id
         other = platform.CreateTenant(identity_pb2.CreateTenantRequest(name="B")).tenant.tenant_id
         token = platform.CreateApiCredential(
-            identity_pb2.CreateApiCredentialRequest(tenant_id=mine, display_name="x", scopes=["sign"])
+            identity_pb2.CreateApiCredentialRequest(
+                tenant_id=mine, display_name="x", scopes=["sign"]
+            )
         ).token
         tenant_stub = env.stub_with(token)
         own = tenant_stub.RegisterAccount(
@@ -268,14 +274,21 @@ def test_tenant_credentials_reach_only_their_own_tenant(tmp_path: Path) -> None:
                 tenant_id=other, person=identity_pb2.PersonRegistration(name="赵六")
             )
         ).account
-        assert tenant_stub.GetAccount(
-            identity_pb2.GetAccountRequest(account_id=own.account_id)
-        ).account.person.name == "王五"
+        assert (
+            tenant_stub.GetAccount(
+                identity_pb2.GetAccountRequest(account_id=own.account_id)
+            ).account.person.name
+            == "王五"
+        )
         code, _ = _code(
-            lambda: tenant_stub.GetAccount(identity_pb2.GetAccountRequest(account_id=foreign.account_id))
+            lambda: tenant_stub.GetAccount(
+                identity_pb2.GetAccountRequest(account_id=foreign.account_id)
+            )
         )
         assert code == grpc.StatusCode.NOT_FOUND
-        code, _ = _code(lambda: tenant_stub.CreateTenant(identity_pb2.CreateTenantRequest(name="C")))
+        code, _ = _code(
+            lambda: tenant_stub.CreateTenant(identity_pb2.CreateTenantRequest(name="C"))
+        )
         assert code == grpc.StatusCode.PERMISSION_DENIED
         code, _ = _code(
             lambda: env.stub_with(None).GetAccount(

@@ -85,14 +85,18 @@ def test_correcting_the_id_number_checks_it_and_requires_reverification(env: Ide
     with pytest.raises(grpc.RpcError) as info:
         env.stub.CorrectPersonalData(
             V.CorrectPersonalDataRequest(
-                account_id=account.account_id, id_number=bad, update_mask=FieldMask(paths=["id_number"])
+                account_id=account.account_id,
+                id_number=bad,
+                update_mask=FieldMask(paths=["id_number"]),
             )
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     new_id = make_id_number(seq="777")
     reply = env.stub.CorrectPersonalData(
         V.CorrectPersonalDataRequest(
-            account_id=account.account_id, id_number=new_id, update_mask=FieldMask(paths=["id_number"])
+            account_id=account.account_id,
+            id_number=new_id,
+            update_mask=FieldMask(paths=["id_number"]),
         )
     )
     assert reply.reverification_required
@@ -198,9 +202,14 @@ def test_cancellation_completes_within_15_working_days_and_keeps_signing_data_5_
     with env.db.session() as s:
         assert s.scalar(select(func.count()).select_from(VerificationRecord)) == 0
         assert s.scalar(select(func.count()).select_from(GrantRecord)) == 0
-        assert s.scalar(
-            select(func.count()).select_from(DataKey).where(DataKey.account_id == account.account_id)
-        ) == 0
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(DataKey)
+                .where(DataKey.account_id == account.account_id)
+            )
+            == 0
+        )
     purged = env.events(events_pb2.PersonalDataPurged)[-1]
     assert purged.account_id == account.account_id
 

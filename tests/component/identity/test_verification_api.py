@@ -153,8 +153,12 @@ def test_minor_needs_a_guardian(env: IdentityEnv) -> None:
     started = _start_id_phone(env, child.account_id, id_number=child_id, name="小明")
     assert started.failure_reason == V.VERIFICATION_FAILURE_REASON_MINOR_WITHOUT_GUARDIAN
     guardian = env.verified_person(tenant, phone="13900000001")
-    ward = env.person(tenant, name="小明", phone="13900000002", guardian_account_id=guardian.account_id)
-    started = _start_id_phone(env, ward.account_id, id_number=child_id, name="小明", phone="13900000002")
+    ward = env.person(
+        tenant, name="小明", phone="13900000002", guardian_account_id=guardian.account_id
+    )
+    started = _start_id_phone(
+        env, ward.account_id, id_number=child_id, name="小明", phone="13900000002"
+    )
     assert started.status == V.VERIFICATION_STATUS_PENDING
 
 
@@ -195,7 +199,9 @@ def test_face_match_verifies_and_failed_liveness_is_reported(env: IdentityEnv) -
             )
         )
 
-    def complete(verification_id: str, token: str) -> identity_pb2.CompleteRealNameVerificationResponse:
+    def complete(
+        verification_id: str, token: str
+    ) -> identity_pb2.CompleteRealNameVerificationResponse:
         return env.stub.CompleteRealNameVerification(
             V.CompleteRealNameVerificationRequest(
                 verification_id=verification_id, face_match=V.FaceMatchProof(session_token=token)

@@ -48,7 +48,9 @@ def _start(
     )
 
 
-def _confirm(env: IdentityEnv, willingness_id: str, code: str) -> identity_pb2.ConfirmWillingnessResponse:
+def _confirm(
+    env: IdentityEnv, willingness_id: str, code: str
+) -> identity_pb2.ConfirmWillingnessResponse:
     return env.stub.ConfirmWillingness(
         V.ConfirmWillingnessRequest(willingness_id=willingness_id, one_time_code=code)
     )
@@ -232,13 +234,20 @@ def test_enterprise_signing_needs_an_operator_with_a_current_sign_right(env: Ide
     assert code == grpc.StatusCode.PERMISSION_DENIED and "expired" in message
 
 
-def _confirmation(env: IdentityEnv, account_id: str, text: common_pb2.Digest, key_id: str = "k-1", **kw: str) -> str:
+def _confirmation(
+    env: IdentityEnv, account_id: str, text: common_pb2.Digest, key_id: str = "k-1", **kw: str
+) -> str:
     started = _start(env, account_id, text, key_id=key_id, **kw)
     return _confirm(env, started.willingness_id, env.notify.last_code()).grant.token
 
 
 def _create_auto(
-    env: IdentityEnv, account_id: str, grant: str, text: common_pb2.Digest, max_uses: int = 2, **kw: str
+    env: IdentityEnv,
+    account_id: str,
+    grant: str,
+    text: common_pb2.Digest,
+    max_uses: int = 2,
+    **kw: str,
 ) -> identity_pb2.AutoSignAuthorization:
     until = Timestamp()
     until.FromDatetime(env.clock.now + timedelta(days=30))
@@ -265,7 +274,9 @@ def test_auto_sign_issues_grants_until_its_maximum(env: IdentityEnv) -> None:
     def issue(doc: str, request_id: str = "") -> identity_pb2.IssueAutoSignGrantResponse:
         return env.stub.IssueAutoSignGrant(
             V.IssueAutoSignGrantRequest(
-                authorization_id=auto.authorization_id, digests=[_digest(doc)], request_id=request_id
+                authorization_id=auto.authorization_id,
+                digests=[_digest(doc)],
+                request_id=request_id,
             )
         )
 
@@ -301,7 +312,9 @@ def test_revoked_or_expired_auto_sign_issues_nothing(env: IdentityEnv) -> None:
     text = _digest("authorisation text")
     auto = _create_auto(env, account.account_id, _confirmation(env, account.account_id, text), text)
     text2 = _digest("authorisation text 2")
-    auto2 = _create_auto(env, account.account_id, _confirmation(env, account.account_id, text2), text2)
+    auto2 = _create_auto(
+        env, account.account_id, _confirmation(env, account.account_id, text2), text2
+    )
     env.stub.RevokeAutoSignAuthorization(
         V.RevokeAutoSignAuthorizationRequest(authorization_id=auto.authorization_id)
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -220,9 +220,7 @@ def test_vault_key_encryption_key_lives_on_the_token_and_cannot_leave_it(
     assert Pkcs11KeyWrapper(pkcs11_pool, label).unwrap(wrapped) == b"\x07" * 32
     with pkcs11_pool.session() as session:
         (kek,) = list(
-            session.get_objects(
-                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
-            )
+            session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
         )
         assert kek[Attribute.KEY_TYPE] == KeyType.AES
         assert kek[Attribute.SENSITIVE] and not kek[Attribute.EXTRACTABLE]

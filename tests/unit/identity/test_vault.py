@@ -40,7 +40,10 @@ def test_a_ciphertext_moved_to_another_field_does_not_open(db: Database) -> None
         vault.put(s, "a1", "email", "z@example.com", DataCategory.CONTACT)
     with db.session() as s:
         rows = {e.field: e for e in s.scalars(select(VaultEntry))}
-        rows["email"].ciphertext, rows["email"].nonce = rows["phone"].ciphertext, rows["phone"].nonce
+        rows["email"].ciphertext, rows["email"].nonce = (
+            rows["phone"].ciphertext,
+            rows["phone"].nonce,
+        )
     with pytest.raises(Internal), db.session() as s:
         vault.get_all(s, "a1")
 
