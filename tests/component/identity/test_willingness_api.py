@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from signet.common.grants import verify_grant
@@ -35,15 +36,22 @@ def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 
 
 def _start(
-    env: IdentityEnv, account_id: str, *digests: common_pb2.Digest, key_id: str = "k-1", **kw: str
+    env: IdentityEnv,
+    account_id: str,
+    *digests: common_pb2.Digest,
+    key_id: str = "k-1",
+    operator_account_id: str = "",
+    transaction_id: str = "",
+    method: int = V.WILLINGNESS_METHOD_SMS_CODE,
 ) -> identity_pb2.StartWillingnessResponse:
     return env.stub.StartWillingness(
         V.StartWillingnessRequest(
             account_id=account_id,
             key_id=key_id,
             digests=list(digests) or [_digest()],
-            method=V.WILLINGNESS_METHOD_SMS_CODE,
-            **kw,
+            method=method,  # type: ignore[arg-type]
+            operator_account_id=operator_account_id,
+            transaction_id=transaction_id,
         )
     )
 
@@ -235,9 +243,13 @@ def test_enterprise_signing_needs_an_operator_with_a_current_sign_right(env: Ide
 
 
 def _confirmation(
-    env: IdentityEnv, account_id: str, text: common_pb2.Digest, key_id: str = "k-1", **kw: str
+    env: IdentityEnv,
+    account_id: str,
+    text: common_pb2.Digest,
+    key_id: str = "k-1",
+    operator_account_id: str = "",
 ) -> str:
-    started = _start(env, account_id, text, key_id=key_id, **kw)
+    started = _start(env, account_id, text, key_id=key_id, operator_account_id=operator_account_id)
     return _confirm(env, started.willingness_id, env.notify.last_code()).grant.token
 
 
@@ -247,7 +259,7 @@ def _create_auto(
     grant: str,
     text: common_pb2.Digest,
     max_uses: int = 2,
-    **kw: str,
+    operator_account_id: str = "",
 ) -> identity_pb2.AutoSignAuthorization:
     until = Timestamp()
     until.FromDatetime(env.clock.now + timedelta(days=30))
@@ -260,7 +272,7 @@ def _create_auto(
             max_uses=max_uses,
             confirmation_grant=grant,
             authorization_text_digest=text,
-            **kw,
+            operator_account_id=operator_account_id,
         )
     ).authorization
 
@@ -345,3 +357,41 @@ def test_enterprise_auto_sign_needs_the_manage_right(env: IdentityEnv) -> None:
     assert code == grpc.StatusCode.PERMISSION_DENIED
     auto = _create_auto(env, enterprise, grant, text, operator_account_id=operator)
     assert auto.account_id == enterprise
+
+
+def test_email_code_goes_to_the_account_email(env: IdentityEnv) -> None:
+    tenant = env.tenant()
+    account = env.verified_person(tenant)
+    env.stub.UpdateAccount(
+        V.UpdateAccountRequest(
+            account_id=account.account_id,
+            email="zhang@example.com",
+            update_mask=FieldMask(paths=["email"]),
+        )
+    )
+    started = _start(env, account.account_id, method=V.WILLINGNESS_METHOD_EMAIL_CODE)
+    assert started.masked_code_destination == "z****@example.com"
+    sent = env.notify.requests[-1]
+    assert sent.recipient.email_address == "zhang@example.com"
+    assert _confirm(env, started.willingness_id, env.notify.last_code()).grant.token
+
+
+def test_face_match_willingness_confirms_on_a_matching_face_only(env: IdentityEnv) -> None:
+    account = env.verified_person(env.tenant())
+    started = _start(env, account.account_id, method=V.WILLINGNESS_METHOD_FACE_MATCH)
+    assert started.face_session_url.startswith("https://face.example/s/")
+    token = started.face_session_url.rsplit("/", 1)[-1]
+
+    def confirm() -> identity_pb2.ConfirmWillingnessResponse:
+        return env.stub.ConfirmWillingness(
+            V.ConfirmWillingnessRequest(
+                willingness_id=started.willingness_id,
+                face_match=V.FaceMatchProof(session_token=token),
+            )
+        )
+
+    env.providers.behaviour.face_match = False
+    code, message = _code(confirm)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "face match failed" in message
+    env.providers.behaviour.face_match = True
+    assert confirm().status == V.WILLINGNESS_STATUS_CONFIRMED
