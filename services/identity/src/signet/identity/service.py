@@ -1273,7 +1273,8 @@ class IdentityService:
         now = self._clock()
         max_attempts = self._policy.max_code_attempts
         with self._db.session() as s:
-            record = s.get(VerificationRecord, verification_id)
+            # Locked on PostgreSQL, so two concurrent attempts cannot count as one.
+            record = s.get(VerificationRecord, verification_id, with_for_update=True)
             if record is None:
                 raise NotFound("verification not found")
             account = self._account(s, caller, record.account_id)
@@ -1630,7 +1631,8 @@ class IdentityService:
         max_attempts = self._policy.max_code_attempts
         failure: _Failure | None = None
         with self._db.session() as s:
-            check = s.get(WillingnessCheck, willingness_id)
+            # Locked on PostgreSQL, so two concurrent attempts cannot count as one.
+            check = s.get(WillingnessCheck, willingness_id, with_for_update=True)
             if check is None:
                 raise NotFound("willingness check not found")
             account = self._account(s, caller, check.account_id)
