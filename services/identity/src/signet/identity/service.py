@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from signet.common.auth import Principal
@@ -92,7 +91,6 @@ from signet.identity.models import (
     OperatorAuthorizationRecord,
     OperatorRight,
     Tenant,
-    VaultEntry,
     VerificationMethod,
     VerificationRecord,
     VerificationStatus,
@@ -101,6 +99,20 @@ from signet.identity.models import (
     WillingnessStatus,
 )
 from signet.identity.providers import Providers, ProviderUnavailable
+from signet.identity.repository import (
+    AccountRepository,
+    AutoSignRepository,
+    CredentialRepository,
+    DataRequestRepository,
+    GrantKeyRepository,
+    GrantRepository,
+    OperatorAuthorizationRepository,
+    TenantRepository,
+    VerificationRepository,
+    WillingnessRepository,
+    keep_records_until,
+    retained_until_of_field,
+)
 from signet.identity.vault import ACCOUNT_OWNER, PersonalDataVault
 
 _log = logging.getLogger("signet.identity.service")
@@ -292,7 +304,7 @@ class IdentityService:
         rid = _request_id(request_id)
         if rid is not None:
             with self._db.session() as s:
-                existing = s.scalars(select(Tenant).where(Tenant.request_id == rid)).first()
+                existing = TenantRepository(s).by_request_id(rid)
                 if existing is not None:
                     return existing
         tenant = Tenant(
@@ -343,9 +355,7 @@ class IdentityService:
             if s.get(Tenant, tenant_id) is None:
                 raise NotFound("tenant not found")
             if rid is not None:
-                existing = s.scalars(
-                    select(Account).where(Account.tenant_id == tenant_id, Account.request_id == rid)
-                ).first()
+                existing = AccountRepository(s).by_request_id(tenant_id, rid)
                 if existing is not None:
                     return self._view(s, existing)
             account_id = _new_id("acct")
@@ -652,12 +662,9 @@ class IdentityService:
             if operator.tenant_id != enterprise.tenant_id:
                 raise InvalidArgument("the operator belongs to another tenant")
             if rid is not None:
-                existing = s.scalars(
-                    select(OperatorAuthorizationRecord).where(
-                        OperatorAuthorizationRecord.tenant_id == enterprise.tenant_id,
-                        OperatorAuthorizationRecord.request_id == rid,
-                    )
-                ).first()
+                existing = OperatorAuthorizationRepository(s).by_request_id(
+                    enterprise.tenant_id, rid
+                )
                 if existing is not None:
                     return self._operator_view(existing, now)
             record = OperatorAuthorizationRecord(
@@ -728,25 +735,17 @@ class IdentityService:
         size = _page_size(page_size)
         now = self._clock()
         with self._db.session() as s:
-            stmt = select(OperatorAuthorizationRecord).where(
-                OperatorAuthorizationRecord.id > page_token
-            )
             if enterprise_account_id:
                 self._account(s, caller, enterprise_account_id)
-                stmt = stmt.where(
-                    OperatorAuthorizationRecord.enterprise_account_id == enterprise_account_id
-                )
             if operator_account_id:
                 self._account(s, caller, operator_account_id)
-                stmt = stmt.where(
-                    OperatorAuthorizationRecord.operator_account_id == operator_account_id
-                )
-            if not include_inactive:
-                stmt = stmt.where(
-                    OperatorAuthorizationRecord.state == AuthorizationState.ACTIVE,
-                    OperatorAuthorizationRecord.valid_until > now,
-                )
-            rows = s.scalars(stmt.order_by(OperatorAuthorizationRecord.id).limit(size + 1)).all()
+            rows = OperatorAuthorizationRepository(s).page(
+                enterprise_account_id=enterprise_account_id,
+                operator_account_id=operator_account_id,
+                active_at=None if include_inactive else now,
+                after=page_token,
+                limit=size + 1,
+            )
             views = [self._operator_view(r, now) for r in rows]
         more = len(views) > size
         views = views[:size]
@@ -794,16 +793,10 @@ class IdentityService:
         if operator.state is not AccountState.VERIFIED:
             return None
         now = self._clock()
-        stmt = select(OperatorAuthorizationRecord).where(
-            OperatorAuthorizationRecord.enterprise_account_id == enterprise.id,
-            OperatorAuthorizationRecord.operator_account_id == operator.id,
-            OperatorAuthorizationRecord.state == AuthorizationState.ACTIVE,
-            OperatorAuthorizationRecord.valid_from <= now,
-            OperatorAuthorizationRecord.valid_until > now,
+        current = OperatorAuthorizationRepository(s).current(
+            enterprise.id, operator.id, now, authorization_id
         )
-        if authorization_id:
-            stmt = stmt.where(OperatorAuthorizationRecord.id == authorization_id)
-        for record in s.scalars(stmt):
+        for record in current:
             if right.value in record.rights:
                 return operator, record
         return None
@@ -873,9 +866,7 @@ class IdentityService:
             record = self._credential(s, caller, credential_id)
             if _credential_view(record, now).state != CredentialState.ACTIVE.value:
                 raise FailedPrecondition("only an active credential can be rotated")
-            for old in s.scalars(
-                select(CredentialSecret).where(CredentialSecret.credential_id == credential_id)
-            ):
+            for old in CredentialRepository(s).secrets(credential_id):
                 if old.valid_until is None or old.valid_until > until:
                     old.valid_until = until
             s.add(
@@ -935,9 +926,7 @@ class IdentityService:
             if record is None:
                 raise Unauthenticated("invalid API credential")
             matched = False
-            for stored in s.scalars(
-                select(CredentialSecret).where(CredentialSecret.credential_id == credential_id)
-            ):
+            for stored in CredentialRepository(s).secrets(credential_id):
                 if hmac.compare_digest(stored.secret_hash, presented) and (
                     stored.valid_until is None or stored.valid_until > now
                 ):
@@ -975,15 +964,10 @@ class IdentityService:
                 raise InvalidArgument(
                     "this verification method does not apply to this kind of account"
                 )
-            recent = s.scalar(
-                select(func.count())
-                .select_from(VerificationRecord)
-                .where(
-                    VerificationRecord.account_id == account.id,
-                    VerificationRecord.created_at > now - timedelta(hours=1),
-                )
+            recent = VerificationRepository(s).count_started_since(
+                account.id, now - timedelta(hours=1)
             )
-            if (recent or 0) >= policy.max_verifications_per_account:
+            if recent >= policy.max_verifications_per_account:
                 raise ResourceExhausted("too many verification attempts; retry in an hour")
             tenant_id, locale = account.tenant_id, account.locale
             guardian = account.guardian_account_id
@@ -1212,27 +1196,9 @@ class IdentityService:
             return
         since = now - self._policy.rate_window
         with self._db.session() as s:
-            sent = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(WillingnessCheck)
-                    .where(
-                        WillingnessCheck.destination_lookup == lookup,
-                        WillingnessCheck.created_at > since,
-                    )
-                )
-                or 0
-            ) + (
-                s.scalar(
-                    select(func.count())
-                    .select_from(VerificationRecord)
-                    .where(
-                        VerificationRecord.phone_lookup == lookup,
-                        VerificationRecord.created_at > since,
-                    )
-                )
-                or 0
-            )
+            sent = WillingnessRepository(s).count_codes_to(lookup, since) + VerificationRepository(
+                s
+            ).count_codes_to(lookup, since)
         if sent >= self._policy.max_codes_per_destination:
             raise ResourceExhausted("too many codes were sent to this destination; retry later")
 
@@ -1248,17 +1214,9 @@ class IdentityService:
         except ServiceError:
             with self._db.session() as s:
                 if model is VerificationRecord:
-                    s.execute(
-                        update(VerificationRecord)
-                        .where(VerificationRecord.id == record_id)
-                        .values(status=VerificationStatus.EXPIRED, code_hash=None)
-                    )
+                    VerificationRepository(s).expire(record_id)
                 else:
-                    s.execute(
-                        update(WillingnessCheck)
-                        .where(WillingnessCheck.id == record_id)
-                        .values(status=WillingnessStatus.EXPIRED, code_hash=None)
-                    )
+                    WillingnessRepository(s).expire(record_id)
             raise
 
     def complete_verification(
@@ -1429,11 +1387,7 @@ class IdentityService:
     def ensure_grant_key(self) -> str:
         """Identity's grant key id: the newest recorded, or one created now in the signer."""
         with self._db.session() as s:
-            row = s.scalars(
-                select(GrantKey)
-                .where(GrantKey.not_after.is_(None))
-                .order_by(GrantKey.created_at.desc())
-            ).first()
+            row = GrantKeyRepository(s).current()
             if row is not None:
                 self._kid = row.kid
                 return row.kid
@@ -1450,7 +1404,7 @@ class IdentityService:
     def grant_verification_keys(self) -> list[GrantKeyView]:
         """Every grant key that may still verify a grant."""
         with self._db.session() as s:
-            rows = s.scalars(select(GrantKey).order_by(GrantKey.created_at)).all()
+            rows = GrantKeyRepository(s).all()
             return [GrantKeyView(r.kid, r.spki_der, r.not_before, r.not_after) for r in rows]
 
     def _public_keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
@@ -1532,15 +1486,10 @@ class IdentityService:
                 confirmer = found[0]
             elif operator_account_id:
                 raise InvalidArgument("operator_account_id applies to enterprise accounts only")
-            recent = s.scalar(
-                select(func.count())
-                .select_from(WillingnessCheck)
-                .where(
-                    WillingnessCheck.account_id == account.id,
-                    WillingnessCheck.created_at > now - policy.rate_window,
-                )
+            recent = WillingnessRepository(s).count_started_since(
+                account.id, now - policy.rate_window
             )
-            if (recent or 0) >= policy.max_checks_per_account:
+            if recent >= policy.max_checks_per_account:
                 raise ResourceExhausted(
                     "too many willingness checks for this account; retry in a few minutes"
                 )
@@ -1710,20 +1659,7 @@ class IdentityService:
             tenant_id=tenant_id, account_id=account_id, key_id=key_id, digests=digests
         )
         with self._db.session() as s:
-            claimed = s.execute(
-                update(WillingnessCheck)
-                .where(
-                    WillingnessCheck.id == willingness_id,
-                    WillingnessCheck.status == WillingnessStatus.PENDING,
-                )
-                .values(
-                    status=WillingnessStatus.CONFIRMED,
-                    confirmed_at=now,
-                    grant_id=grant.grant_id,
-                    code_hash=None,
-                )
-            )
-            if int(getattr(claimed, "rowcount", 0) or 0) != 1:
+            if not WillingnessRepository(s).confirm(willingness_id, grant.grant_id, now):
                 raise PermissionDenied("this willingness check was already used")
             check = s.get(WillingnessCheck, willingness_id)
             assert check is not None
@@ -1826,12 +1762,7 @@ class IdentityService:
         with self._db.session() as s:
             account = self._account(s, caller, account_id)
             if rid is not None:
-                existing = s.scalars(
-                    select(AutoSignAuthorizationRecord).where(
-                        AutoSignAuthorizationRecord.tenant_id == account.tenant_id,
-                        AutoSignAuthorizationRecord.request_id == rid,
-                    )
-                ).first()
+                existing = AutoSignRepository(s).by_request_id(account.tenant_id, rid)
                 if existing is not None:
                     return _auto_view(existing, now)
             self._refresh_verification(s, account)
@@ -1857,12 +1788,7 @@ class IdentityService:
             grant = s.get(GrantRecord, claims.grant_id)
             if grant is None or grant.willingness_id is None:
                 raise PermissionDenied("the confirmation grant is unknown")
-            consumed = s.execute(
-                update(GrantRecord)
-                .where(GrantRecord.id == grant.id, GrantRecord.consumed_at.is_(None))
-                .values(consumed_at=now)
-            )
-            if int(getattr(consumed, "rowcount", 0) or 0) != 1:
+            if not GrantRepository(s).consume(grant.id, now):
                 raise PermissionDenied("the confirmation grant has already been used")
             record = AutoSignAuthorizationRecord(
                 id=_new_id("asa"),
@@ -1940,11 +1866,7 @@ class IdentityService:
         now = self._clock()
         with self._db.session() as s:
             self._account(s, caller, account_id)
-            stmt = select(AutoSignAuthorizationRecord).where(
-                AutoSignAuthorizationRecord.account_id == account_id,
-                AutoSignAuthorizationRecord.id > page_token,
-            )
-            rows = s.scalars(stmt.order_by(AutoSignAuthorizationRecord.id)).all()
+            rows = AutoSignRepository(s).for_account(account_id, after=page_token)
             views = [_auto_view(r, now) for r in rows]
         if not include_inactive:
             views = [v for v in views if v.state is AuthorizationState.ACTIVE]
@@ -1973,12 +1895,7 @@ class IdentityService:
                 raise NotFound("automatic-signing authorisation not found")
             account = self._account(s, caller, record.account_id)
             if rid is not None:
-                earlier = s.scalars(
-                    select(GrantRecord).where(
-                        GrantRecord.auto_sign_authorization_id == authorization_id,
-                        GrantRecord.request_id == rid,
-                    )
-                ).first()
+                earlier = GrantRepository(s).by_request(authorization_id, rid)
                 if earlier is not None:
                     if _digests_json(digests) != earlier.digests:
                         raise AlreadyExists("request_id was used with other digests")
@@ -2017,16 +1934,7 @@ class IdentityService:
             auto_sign_authorization_id=authorization_id,
         )
         with self._db.session() as s:
-            used = s.execute(
-                update(AutoSignAuthorizationRecord)
-                .where(
-                    AutoSignAuthorizationRecord.id == authorization_id,
-                    AutoSignAuthorizationRecord.state == AuthorizationState.ACTIVE,
-                    AutoSignAuthorizationRecord.uses < AutoSignAuthorizationRecord.max_uses,
-                )
-                .values(uses=AutoSignAuthorizationRecord.uses + 1)
-            )
-            if int(getattr(used, "rowcount", 0) or 0) != 1:
+            if not AutoSignRepository(s).use_once(authorization_id):
                 raise FailedPrecondition("the automatic-signing authorisation is exhausted")
             record = s.get(AutoSignAuthorizationRecord, authorization_id)
             assert record is not None
@@ -2137,19 +2045,11 @@ class IdentityService:
                     "retained_until": ts(entry.retained_until),
                 }
             )
-        verifications = s.scalars(
-            select(VerificationRecord).where(VerificationRecord.account_id == account.id)
-        ).all()
-        checks_ = s.scalars(
-            select(WillingnessCheck).where(WillingnessCheck.account_id == account.id)
-        ).all()
-        grants = s.scalars(select(GrantRecord).where(GrantRecord.account_id == account.id)).all()
-        autos = s.scalars(
-            select(AutoSignAuthorizationRecord).where(
-                AutoSignAuthorizationRecord.account_id == account.id
-            )
-        ).all()
-        requests = s.scalars(select(DataRequest).where(DataRequest.account_id == account.id)).all()
+        verifications = VerificationRepository(s).for_account(account.id)
+        checks_ = WillingnessRepository(s).for_account(account.id)
+        grants = GrantRepository(s).for_account(account.id)
+        autos = AutoSignRepository(s).for_account(account.id)
+        requests = DataRequestRepository(s).for_account(account.id)
         return {
             "format": "signet.identity.personal-data-export/v1",
             "generated_at": now.isoformat(),
@@ -2331,42 +2231,28 @@ class IdentityService:
                     self._invalidate_verification(s, account)
             return CategoryOutcome(category, DELETED if removed else NONE_HELD)
         if category is DataCategory.BANK_CARD:
-            until = s.scalar(
-                select(func.max(VaultEntry.retained_until)).where(
-                    VaultEntry.account_id == account.id, VaultEntry.field == "bank_card"
-                )
-            )
+            until = retained_until_of_field(s, account.id, "bank_card")
             return (
                 CategoryOutcome(category, RETAINED_BY_LAW, until)
                 if until
                 else CategoryOutcome(category, NONE_HELD)
             )
         if category is DataCategory.VERIFICATION_RECORDS:
-            until = s.scalar(
-                select(func.max(VerificationRecord.retained_until)).where(
-                    VerificationRecord.account_id == account.id
-                )
-            )
+            until = VerificationRepository(s).retained_until(account.id)
             return (
                 CategoryOutcome(category, RETAINED_BY_LAW, until)
                 if until
                 else CategoryOutcome(category, NONE_HELD)
             )
         if category is DataCategory.WILLINGNESS_RECORDS:
-            until = s.scalar(
-                select(func.max(WillingnessCheck.retained_until)).where(
-                    WillingnessCheck.account_id == account.id
-                )
-            )
+            until = WillingnessRepository(s).retained_until(account.id)
             return (
                 CategoryOutcome(category, RETAINED_BY_LAW, until)
                 if until
                 else CategoryOutcome(category, NONE_HELD)
             )
         if category is DataCategory.SIGNATURE_RECORDS:
-            grants = s.scalars(
-                select(GrantRecord).where(GrantRecord.account_id == account.id)
-            ).all()
+            grants = GrantRepository(s).for_account(account.id)
             if not grants:
                 return CategoryOutcome(category, NONE_HELD)
             open_ = [g for g in grants if not g.transaction_id or g.transaction_id not in joint]
@@ -2374,12 +2260,7 @@ class IdentityService:
                 if g not in open_:
                     s.delete(g)
             if joint:
-                s.execute(
-                    delete(WillingnessCheck).where(
-                        WillingnessCheck.account_id == account.id,
-                        WillingnessCheck.transaction_id.in_(joint),
-                    )
-                )
+                WillingnessRepository(s).delete_for_transactions(account.id, joint)
             if open_:
                 return CategoryOutcome(category, AWAITING_JOINT_INSTRUCTION)
             return CategoryOutcome(category, DELETED)
@@ -2448,45 +2329,16 @@ class IdentityService:
             return self._cancellation_view(request)
 
     def _latest_cancellation(self, s: Session, account_id: str) -> DataRequest | None:
-        return s.scalars(
-            select(DataRequest)
-            .where(DataRequest.account_id == account_id, DataRequest.kind == DataRequestKind.CANCEL)
-            .order_by(DataRequest.requested_at.desc())
-        ).first()
+        return DataRequestRepository(s).latest_cancellation(account_id)
 
     def _cancellation_blockers(self, s: Session, account: Account, now: datetime) -> list[str]:
         reasons: list[str] = []
-        open_checks = s.scalar(
-            select(func.count())
-            .select_from(WillingnessCheck)
-            .where(
-                WillingnessCheck.account_id == account.id,
-                WillingnessCheck.status == WillingnessStatus.PENDING,
-                WillingnessCheck.expires_at > now,
-            )
-        )
-        live_grants = s.scalar(
-            select(func.count())
-            .select_from(GrantRecord)
-            .where(
-                GrantRecord.account_id == account.id,
-                GrantRecord.expires_at > now,
-                GrantRecord.consumed_at.is_(None),
-            )
-        )
+        open_checks = WillingnessRepository(s).open_count(account.id, now)
+        live_grants = GrantRepository(s).live_count(account.id, now)
         if open_checks or live_grants:
             reasons.append("open signing transaction")
-        if account.type is AccountType.PERSON:
-            guarded = s.scalar(
-                select(func.count())
-                .select_from(Account)
-                .where(
-                    Account.guardian_account_id == account.id,
-                    Account.state.not_in([AccountState.CANCELLED]),
-                )
-            )
-            if guarded:
-                reasons.append("guardian of an active account")
+        if account.type is AccountType.PERSON and AccountRepository(s).count_wards(account.id):
+            reasons.append("guardian of an active account")
         return reasons
 
     def _cancellation_view(self, request: DataRequest) -> CancellationView:
@@ -2515,15 +2367,7 @@ class IdentityService:
         now = self._clock()
         cutoff = now - self._policy.cancellation_cooling_off
         with self._db.session() as s:
-            due = s.scalars(
-                select(DataRequest.id).where(
-                    DataRequest.kind == DataRequestKind.CANCEL,
-                    DataRequest.state.in_(
-                        [CancellationState.REQUESTED.value, CancellationState.PROCESSING.value]
-                    ),
-                    DataRequest.requested_at <= cutoff,
-                )
-            ).all()
+            due = DataRequestRepository(s).due_cancellations(cutoff)
         done = 0
         for request_id in due:
             with self._db.session() as s:
@@ -2546,34 +2390,9 @@ class IdentityService:
     ) -> None:
         request.state = CancellationState.PROCESSING.value
         keep_until = checks.add_years(now, self._policy.retention_years)
-        for model in (
-            VerificationRecord,
-            WillingnessCheck,
-            GrantRecord,
-            AutoSignAuthorizationRecord,
-        ):
-            s.execute(
-                update(model)
-                .where(
-                    model.account_id == account.id,
-                    or_(model.retained_until.is_(None), model.retained_until < keep_until),
-                )
-                .values(retained_until=keep_until)
-            )
-        s.execute(
-            update(VaultEntry)
-            .where(
-                VaultEntry.account_id == account.id,
-                VaultEntry.category == DataCategory.VERIFICATION_RECORDS,
-            )
-            .values(retained_until=keep_until)
-        )
-        for auto in s.scalars(
-            select(AutoSignAuthorizationRecord).where(
-                AutoSignAuthorizationRecord.account_id == account.id,
-                AutoSignAuthorizationRecord.state == AuthorizationState.ACTIVE,
-            )
-        ):
+        keep_records_until(s, account.id, keep_until)
+        self._vault.retain_category(s, account.id, DataCategory.VERIFICATION_RECORDS, keep_until)
+        for auto in AutoSignRepository(s).active_for(account.id):
             auto.state = AuthorizationState.REVOKED
             auto.revoked_at = now
             events.emit(
@@ -2582,15 +2401,7 @@ class IdentityService:
                 subject=account.id,
                 tenant=account.tenant_id,
             )
-        for op in s.scalars(
-            select(OperatorAuthorizationRecord).where(
-                or_(
-                    OperatorAuthorizationRecord.enterprise_account_id == account.id,
-                    OperatorAuthorizationRecord.operator_account_id == account.id,
-                ),
-                OperatorAuthorizationRecord.state == AuthorizationState.ACTIVE,
-            )
-        ):
+        for op in OperatorAuthorizationRepository(s).active_involving(account.id):
             op.state = AuthorizationState.REVOKED
             op.revoked_at = now
             events.emit(
@@ -2645,9 +2456,7 @@ class IdentityService:
         purged = 0
         with self._db.session() as s:
             accounts: dict[str, set[DataCategory]] = {}
-            for v in s.scalars(
-                select(VerificationRecord).where(VerificationRecord.retained_until < now)
-            ):
+            for v in VerificationRepository(s).past_retention(now):
                 account = s.get(Account, v.account_id)
                 if (
                     account is not None
@@ -2663,20 +2472,13 @@ class IdentityService:
                 self._vault.remove(s, v.account_id, owner_ref=f"verification:{v.id}")
                 s.delete(v)
                 accounts.setdefault(v.account_id, set()).add(DataCategory.VERIFICATION_RECORDS)
-            for grant in s.scalars(select(GrantRecord).where(GrantRecord.retained_until < now)):
+            for grant in GrantRepository(s).past_retention(now):
                 accounts.setdefault(grant.account_id, set()).add(DataCategory.SIGNATURE_RECORDS)
                 s.delete(grant)
-            for check in s.scalars(
-                select(WillingnessCheck).where(WillingnessCheck.retained_until < now)
-            ):
+            for check in WillingnessRepository(s).past_retention(now):
                 accounts.setdefault(check.account_id, set()).add(DataCategory.WILLINGNESS_RECORDS)
                 s.delete(check)
-            for auto in s.scalars(
-                select(AutoSignAuthorizationRecord).where(
-                    AutoSignAuthorizationRecord.retained_until < now,
-                    AutoSignAuthorizationRecord.state != AuthorizationState.ACTIVE,
-                )
-            ):
+            for auto in AutoSignRepository(s).past_retention(now):
                 accounts.setdefault(auto.account_id, set()).add(DataCategory.SIGNATURE_RECORDS)
                 s.delete(auto)
             for account_id, categories in accounts.items():

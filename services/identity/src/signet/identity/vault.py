@@ -32,7 +32,7 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from signet.common.db import Database, utcnow
@@ -174,6 +174,16 @@ class PersonalDataVault:
             )
         ):
             entry.retained_until = retained_until
+
+    def retain_category(
+        self, session: Session, account_id: str, category: DataCategory, until: datetime
+    ) -> None:
+        """Keep every entry of ``category`` of the account until ``until``."""
+        session.execute(
+            update(VaultEntry)
+            .where(VaultEntry.account_id == account_id, VaultEntry.category == category)
+            .values(retained_until=until)
+        )
 
     def shred_if_empty(self, session: Session, account_id: str) -> bool:
         """Delete the account's DEK once it encrypts nothing any more."""
