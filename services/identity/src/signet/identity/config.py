@@ -55,7 +55,8 @@ class IdentitySettings(ServiceSettings):
     minor_age: int = Field(default=18, ge=1)
     retention_years: int = Field(default=5, ge=5)
     cancellation_working_days: int = Field(default=15, ge=1, le=15)
-    cancellation_cooling_off_hours: float = Field(default=0, ge=0)
+    # Time a user has to withdraw a cancellation; bounded so the 15 working days hold.
+    cancellation_cooling_off_hours: float = Field(default=0, ge=0, le=168)
     rotation_grace_hours: float = Field(default=24, ge=0)
     # How often cancellations are completed and expired records purged.
     jobs_interval_seconds: float = Field(default=60, gt=0)

@@ -90,6 +90,8 @@ class Jobs:
             self._service.purge_expired_records()
         except ServiceError as err:
             _log.warning("identity jobs failed; retrying later", extra={"error": err.code.name})
+        except Exception as err:  # noqa: BLE001  (the loop must survive; the type says enough)
+            _log.error("identity jobs crashed; retrying later", extra={"error": type(err).__name__})
 
     def start(self) -> None:
         """Run the jobs every ``interval`` seconds in a daemon thread."""
