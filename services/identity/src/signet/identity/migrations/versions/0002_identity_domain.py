@@ -451,9 +451,9 @@ def downgrade() -> None:
         batch_op.drop_column("data_region")
 
     with op.batch_alter_table("accounts", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("name_ciphertext", sa.BLOB(), nullable=True))
-        batch_op.add_column(sa.Column("phone_ciphertext", sa.BLOB(), nullable=True))
-        batch_op.add_column(sa.Column("id_number_ciphertext", sa.BLOB(), nullable=True))
+        batch_op.add_column(sa.Column("name_ciphertext", sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column("phone_ciphertext", sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column("id_number_ciphertext", sa.LargeBinary(), nullable=True))
         batch_op.drop_constraint("uq_accounts_request", type_="unique")
         batch_op.drop_index(batch_op.f("ix_accounts_email_lookup"))
         batch_op.drop_column("cancelled_at")
