@@ -214,6 +214,10 @@ def start(timeout: float = 120.0) -> int:
             "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),
             "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": token.label,
             "SIGNET_SIGNER_PKCS11_PIN": token.pin,
+            # Identity opens the token only for its vault's key-encryption key.
+            "SIGNET_IDENTITY_PKCS11_MODULE": str(token.module_path),
+            "SIGNET_IDENTITY_PKCS11_TOKEN_LABEL": token.label,
+            "SIGNET_IDENTITY_PKCS11_PIN": token.pin,
         }
     )
     print(f"SoftHSM token '{token.label}' ready")

@@ -1,0 +1,1 @@
+"""Implementations of identity's ports: HSM key wrapping, providers, signer and notify clients."""
