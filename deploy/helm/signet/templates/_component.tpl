@@ -172,6 +172,11 @@ spec:
               mountPath: {{ $root.Values.hsm.mountPath }}
               readOnly: true
             {{- end }}
+            {{- if eq $root.Values.auth.mode "mtls" }}
+            - name: tls
+              mountPath: /etc/signet/tls
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -185,6 +190,11 @@ spec:
         {{- if and (eq .key "signer") $root.Values.hsm.volume }}
         - name: hsm
           {{- toYaml $root.Values.hsm.volume | nindent 10 }}
+        {{- end }}
+        {{- if eq $root.Values.auth.mode "mtls" }}
+        - name: tls
+          secret:
+            secretName: {{ printf "%s-%s" $root.Values.auth.tlsSecretPrefix $info.name }}
         {{- end }}
 {{- end -}}
 {{- end -}}

@@ -132,6 +132,11 @@ app.kubernetes.io/component: {{ .name }}
 {{ $p }}KAFKA_SSL_CAFILE: "/etc/signet/kafka-ca/ca.crt"
 {{- end }}
 {{ $p }}AUTH_MODE: {{ $root.Values.auth.mode | quote }}
+{{- if eq $root.Values.auth.mode "mtls" }}
+{{ $p }}TLS_CERT_FILE: "/etc/signet/tls/tls.crt"
+{{ $p }}TLS_KEY_FILE: "/etc/signet/tls/tls.key"
+{{ $p }}TLS_CLIENT_CA_FILE: "/etc/signet/tls/ca.crt"
+{{- end }}
 {{ $p }}TRACING_EXPORTER: {{ $root.Values.tracing.exporter | quote }}
 {{ $p }}OTLP_ENDPOINT: {{ $root.Values.tracing.otlpEndpoint | quote }}
 {{ $p }}LOG_LEVEL: {{ $root.Values.logLevel | quote }}

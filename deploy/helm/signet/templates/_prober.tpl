@@ -8,6 +8,11 @@ SIGNET_PROBER_INTERVAL_SECONDS: {{ .Values.prober.intervalSeconds | quote }}
 SIGNET_PROBER_TIMEOUT_SECONDS: {{ .Values.prober.timeoutSeconds | quote }}
 SIGNET_PROBER_CSV_DIR: /var/lib/signet-prober
 SIGNET_PROBER_AUTH_MODE: {{ .Values.auth.mode | quote }}
+{{- if eq .Values.auth.mode "mtls" }}
+SIGNET_PROBER_TLS_CERT_FILE: "/etc/signet/tls/tls.crt"
+SIGNET_PROBER_TLS_KEY_FILE: "/etc/signet/tls/tls.key"
+SIGNET_PROBER_TLS_CLIENT_CA_FILE: "/etc/signet/tls/ca.crt"
+{{- end }}
 SIGNET_PROBER_LOG_LEVEL: {{ .Values.logLevel | quote }}
 {{- range $key := keys $catalog | sortAlpha }}
 {{- $info := index $catalog $key }}
