@@ -110,10 +110,21 @@ def check_invalid_values(helm: str) -> int:
     if not files:
         raise CheckFailed("no invalid values files to check the schema with")
     for bad in files:
-        cmd = [helm, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", str(bad)]
+        cmd = [
+            helm,
+            "template",
+            RELEASE,
+            str(CHART),
+            "--kube-version",
+            KUBE_VERSION,
+            "-f",
+            str(bad),
+        ]
         proc = run(cmd, expect_ok=False)
         if "values don't meet the specifications of the schema" not in proc.stderr:
-            raise CheckFailed(f"{bad.name} failed for another reason than the schema:\n{proc.stderr}")
+            raise CheckFailed(
+                f"{bad.name} failed for another reason than the schema:\n{proc.stderr}"
+            )
         print(f"ok   schema rejects {bad.name}")
     return len(files)
 
@@ -128,7 +139,7 @@ def write_rules_dir(manifests: str, target: Path) -> Path:
 
 
 def check_rules(helm: str, work: Path) -> None:
-    """promtool check + unit tests on the default rules, and failure on changed thresholds."""
+    """Run promtool check + unit tests on the default rules, and failure on changed thresholds."""
     promtool = tool("promtool")
     rules_dir = write_rules_dir(template(helm), work / "rules")
     tests = sorted(str(p) for p in rules_dir.glob("*_test.yaml"))

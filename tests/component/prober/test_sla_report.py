@@ -11,7 +11,6 @@ import csv
 import json
 import threading
 import urllib.parse
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +41,9 @@ class PrometheusQueryRangeTestDouble:
                 if url.path != "/api/v1/query_range":
                     self._send(404, {"status": "error", "error": "not found"})
                 elif double.fail_with:
-                    self._send(400, {"status": "error", "errorType": "bad_data", "error": double.fail_with})
+                    self._send(
+                        400, {"status": "error", "errorType": "bad_data", "error": double.fail_with}
+                    )
                 else:
                     self._send(200, double.answer(params))
 
@@ -85,7 +86,7 @@ class PrometheusQueryRangeTestDouble:
 
 
 @pytest.fixture
-def probes(tmp_path: Path) -> Iterator[Path]:
+def probes(tmp_path: Path) -> Path:
     """A prober CSV for November 2026: signer down 50 minutes, ca-gateway a lone bad minute,
     tenant t-acme's own calls failing 500 more minutes, and a maintenance-covered outage."""
     path = tmp_path / "probes-2026-11.csv"
@@ -105,7 +106,7 @@ def probes(tmp_path: Path) -> Iterator[Path]:
                 writer.writerow([when, "signer", 0, 10_000, "DEADLINE_EXCEEDED", "t-acme"])
         # A row of another month is ignored.
         writer.writerow(["2026-12-01T00:00:00Z", "signer", 0, 1, "", ""])
-    yield path
+    return path
 
 
 def test_csv_report_per_service_and_tenant_with_credits(
@@ -113,10 +114,20 @@ def test_csv_report_per_service_and_tenant_with_credits(
 ) -> None:
     fees = tmp_path / "fees.csv"
     fees.write_text("tenant,monthly_fee\nt-acme,12000.00\nt-beta,800\n")
-    code = main([
-        "--month", "2026-11", "--csv", str(probes), "--tenants", str(fees), "--format", "json",
-        "--maintenance", "2026-11-21T20:00Z/2026-11-21T22:00Z",
-    ])
+    code = main(
+        [
+            "--month",
+            "2026-11",
+            "--csv",
+            str(probes),
+            "--tenants",
+            str(fees),
+            "--format",
+            "json",
+            "--maintenance",
+            "2026-11-21T20:00Z/2026-11-21T22:00Z",
+        ]
+    )
     assert code == 0
     rows = {(r["tenant"], r["service"]): r for r in json.loads(capsys.readouterr().out)}
     signer = rows[("*", "signer")]
@@ -161,8 +172,13 @@ def test_prometheus_report_from_range_queries() -> None:
     assert len(prometheus.requests) == 5
     starts = sorted(int(r["start"]) for r in prometheus.requests)
     assert starts[0] == int(MONTH_START.timestamp()) + 60
-    assert max(int(r["end"]) for r in prometheus.requests) == int(MONTH_START.timestamp()) + MONTH_MINUTES * 60
-    assert all(r["query"] == "max by (service) (signet:sla_minute_bad)" for r in prometheus.requests)
+    assert (
+        max(int(r["end"]) for r in prometheus.requests)
+        == int(MONTH_START.timestamp()) + MONTH_MINUTES * 60
+    )
+    assert all(
+        r["query"] == "max by (service) (signet:sla_minute_bad)" for r in prometheus.requests
+    )
 
 
 def test_prometheus_rows_match_the_constructed_month(capsys: pytest.CaptureFixture[str]) -> None:
@@ -184,8 +200,12 @@ def test_prometheus_error_is_reported_not_raised(capsys: pytest.CaptureFixture[s
     assert "parse error at char 5" in capsys.readouterr().err
 
 
-def test_malformed_csv_row_names_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_csv_row_names_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.csv"
-    path.write_text("minute,service,ok\n2026-11-01T00:00:00Z,signer,1\n2026-11-01T00:01:00Z,signer,maybe\n")
+    path.write_text(
+        "minute,service,ok\n2026-11-01T00:00:00Z,signer,1\n2026-11-01T00:01:00Z,signer,maybe\n"
+    )
     assert main(["--month", "2026-11", "--csv", str(path)]) == 2
     assert "bad.csv:3: ok must be 1 or 0" in capsys.readouterr().err

@@ -97,7 +97,9 @@ class CaGatewayTestDouble(ca_gateway_pb2_grpc.CaGatewayServiceServicer):
         return ca_gateway_pb2.GetCaCertificatesResponse(
             certificates=[
                 ca_gateway_pb2.CaCertificate(
-                    ca_id="issuing-1", der=self.ca_der, crl_url=f"{self.crl_base_url}/crl/issuing-1.crl"
+                    ca_id="issuing-1",
+                    der=self.ca_der,
+                    crl_url=f"{self.crl_base_url}/crl/issuing-1.crl",
                 )
             ]
         )
@@ -125,7 +127,9 @@ def _ca_and_crl(*, stale: bool = False) -> tuple[bytes, bytes]:
         .next_update(next_update)
         .sign(key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.DER), crl.public_bytes(serialization.Encoding.DER)
+    return cert.public_bytes(serialization.Encoding.DER), crl.public_bytes(
+        serialization.Encoding.DER
+    )
 
 
 class CrlHttpServer:
@@ -159,7 +163,9 @@ class CrlHttpServer:
 
 def _serve(register: Any, name: str, auth: StaticTokenAuthenticator) -> InProcessServer:
     server = InProcessServer(
-        register, service_names=[name], settings=settings_for_tests(service_name=name.split(".")[1]),
+        register,
+        service_names=[name],
+        settings=settings_for_tests(service_name=name.split(".")[1]),
         authenticator=auth,
     )
     server.start()
@@ -175,18 +181,48 @@ def platform(pkcs11_pool: Pkcs11Pool, tmp_path: Path) -> Iterator[dict[str, Any]
     with signer_harness(pkcs11_pool, tmp_path) as harness:
         try:
             signer = SignerServicer(harness.signer)
-            servers.append(_serve(lambda s: signer_pb2_grpc.add_SignerServiceServicer_to_server(signer, s), "signet.signer.v1.SignerService", auth))
-            evidence = EvidenceTestDouble()
-            servers.append(_serve(lambda s: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(evidence, s), "signet.evidence.v1.EvidenceService", auth))
-            notify = NotifyTestDouble()
-            servers.append(_serve(lambda s: notify_pb2_grpc.add_NotifyServiceServicer_to_server(notify, s), "signet.notify.v1.NotifyService", auth))
-            identity = identity_pb2_grpc.IdentityServiceServicer()
-            servers.append(_serve(lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, s), "signet.identity.v1.IdentityService", auth))
-            ca = CaGatewayTestDouble("https://pki.example.invalid", ca_der)
-            servers.append(_serve(lambda s: ca_gateway_pb2_grpc.add_CaGatewayServiceServicer_to_server(ca, s), "signet.ca_gateway.v1.CaGatewayService", auth))
+            servers.append(
+                _serve(
+                    lambda s: signer_pb2_grpc.add_SignerServiceServicer_to_server(signer, s),
+                    "signet.signer.v1.SignerService",
+                    auth,
+                )
+            )
+            evidence = EvidenceTestDouble()  # type: ignore[abstract]
+            servers.append(
+                _serve(
+                    lambda s: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(evidence, s),
+                    "signet.evidence.v1.EvidenceService",
+                    auth,
+                )
+            )
+            notify = NotifyTestDouble()  # type: ignore[abstract]
+            servers.append(
+                _serve(
+                    lambda s: notify_pb2_grpc.add_NotifyServiceServicer_to_server(notify, s),
+                    "signet.notify.v1.NotifyService",
+                    auth,
+                )
+            )
+            identity = identity_pb2_grpc.IdentityServiceServicer()  # type: ignore[abstract]
+            servers.append(
+                _serve(
+                    lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, s),
+                    "signet.identity.v1.IdentityService",
+                    auth,
+                )
+            )
+            ca = CaGatewayTestDouble("https://pki.example.invalid", ca_der)  # type: ignore[abstract]
+            servers.append(
+                _serve(
+                    lambda s: ca_gateway_pb2_grpc.add_CaGatewayServiceServicer_to_server(ca, s),
+                    "signet.ca_gateway.v1.CaGatewayService",
+                    auth,
+                )
+            )
             settings = ProberSettings(
                 auth_mode="token",
-                service_token=PROBER_TOKEN,
+                service_token=SecretStr(PROBER_TOKEN),
                 signer_targets=servers[0].address,
                 evidence_targets=servers[1].address,
                 notify_targets=servers[2].address,
@@ -231,12 +267,20 @@ def test_one_round_checks_every_service_and_reports_unimplemented(platform: dict
         channel.close()
     assert len(keys.keys) == 1
     assert keys.keys[0].sign_count == 2
-    assert registry.get_sample_value("signet_prober_minute_success", {"probed_service": "signer"}) == 1
-    assert registry.get_sample_value("signet_prober_minute_success", {"probed_service": "identity"}) == 0
-    assert registry.get_sample_value(
-        "signet_prober_checks_total",
-        {"probed_service": "identity", "check": "grant-verification-keys", "result": "failure"},
-    ) == 2
+    assert (
+        registry.get_sample_value("signet_prober_minute_success", {"probed_service": "signer"}) == 1
+    )
+    assert (
+        registry.get_sample_value("signet_prober_minute_success", {"probed_service": "identity"})
+        == 0
+    )
+    assert (
+        registry.get_sample_value(
+            "signet_prober_checks_total",
+            {"probed_service": "identity", "check": "grant-verification-keys", "result": "failure"},
+        )
+        == 2
+    )
     csv_files = list((platform["dir"] / "probes").glob("probes-*.csv"))
     assert len(csv_files) == 1
     lines = csv_files[0].read_text().splitlines()
@@ -250,7 +294,9 @@ def test_the_prober_csv_feeds_the_sla_report(
     settings: ProberSettings = platform["settings"]
     channels = open_channels(settings)
     results = CsvResults(platform["dir"] / "probes")
-    prober = Prober(build_probes(settings, channels), 10, ProberMetrics(CollectorRegistry()), results)
+    prober = Prober(
+        build_probes(settings, channels), 10, ProberMetrics(CollectorRegistry()), results
+    )
     try:
         outcomes = prober.round()
     finally:
@@ -270,15 +316,25 @@ def test_tampered_tree_head_and_stale_crl_fail(pkcs11_pool: Pkcs11Pool) -> None:
     auth = StaticTokenAuthenticator({"prober": hash_token(PROBER_TOKEN)})
     ca_der, crl = _ca_and_crl(stale=True)
     crl_server = CrlHttpServer(crl)
-    evidence = EvidenceTestDouble(tamper=True)
-    ca = CaGatewayTestDouble(crl_server.url, ca_der)
+    evidence = EvidenceTestDouble(tamper=True)  # type: ignore[abstract]
+    ca = CaGatewayTestDouble(crl_server.url, ca_der)  # type: ignore[abstract]
     servers = [
-        _serve(lambda s: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(evidence, s), "signet.evidence.v1.EvidenceService", auth),
-        _serve(lambda s: ca_gateway_pb2_grpc.add_CaGatewayServiceServicer_to_server(ca, s), "signet.ca_gateway.v1.CaGatewayService", auth),
+        _serve(
+            lambda s: evidence_pb2_grpc.add_EvidenceServiceServicer_to_server(evidence, s),
+            "signet.evidence.v1.EvidenceService",
+            auth,
+        ),
+        _serve(
+            lambda s: ca_gateway_pb2_grpc.add_CaGatewayServiceServicer_to_server(ca, s),
+            "signet.ca_gateway.v1.CaGatewayService",
+            auth,
+        ),
     ]
     settings = ProberSettings(
-        auth_mode="token", service_token=PROBER_TOKEN,
-        evidence_targets=servers[0].address, ca_gateway_targets=servers[1].address,
+        auth_mode="token",
+        service_token=SecretStr(PROBER_TOKEN),
+        evidence_targets=servers[0].address,
+        ca_gateway_targets=servers[1].address,
     )
     channels = open_channels(settings)
     try:
@@ -291,11 +347,16 @@ def test_tampered_tree_head_and_stale_crl_fail(pkcs11_pool: Pkcs11Pool) -> None:
             server.stop()
         crl_server.close()
     assert outcomes["evidence"].detail == "signed-tree-head: signature does not verify"
-    assert outcomes["ca-gateway"].detail == "ca-certificates-and-crl: CRL of issuing-1 is past its next update"
+    assert (
+        outcomes["ca-gateway"].detail
+        == "ca-certificates-and-crl: CRL of issuing-1 is past its next update"
+    )
 
 
 def test_a_caller_without_the_prober_token_is_refused(platform: dict[str, Any]) -> None:
-    settings: ProberSettings = platform["settings"].model_copy(update={"service_token": SecretStr("")})
+    settings: ProberSettings = platform["settings"].model_copy(
+        update={"service_token": SecretStr("")}
+    )
     channels = open_channels(settings)
     try:
         prober = Prober(build_probes(settings, channels), 5, ProberMetrics(CollectorRegistry()))

@@ -119,7 +119,9 @@ class SignerCheck:
     name: str = "sign-and-verify"
     _key: tuple[str, bytes] | None = None
 
-    def _ensure_key(self, stub: signer_pb2_grpc.SignerServiceStub, timeout: float) -> tuple[str, bytes]:
+    def _ensure_key(
+        self, stub: signer_pb2_grpc.SignerServiceStub, timeout: float
+    ) -> tuple[str, bytes]:
         if self._key is None:
             # Idempotent on request_id: every prober start gets the same key back.
             reply = _call(

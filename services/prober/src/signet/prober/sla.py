@@ -94,7 +94,7 @@ class Month:
 
     @property
     def total_minutes(self) -> int:
-        """days x 24 x 60."""
+        """Days x 24 x 60."""
         return self.days * 24 * 60
 
     def minute_index(self, when: datetime) -> int | None:

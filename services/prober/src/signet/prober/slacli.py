@@ -4,7 +4,7 @@ Reads per-minute outcomes from the prober's CSV files or from Prometheus (range 
 the chart's ``signet:sla_minute_bad``), applies :mod:`signet.prober.sla` and prints a table
 (text, CSV or JSON) customers' credit claims can be checked against::
 
-    signet-sla --month 2026-11 --csv probes-2026-11.csv --tenants fees.csv \\
+    signet-sla --month 2026-11 --csv probes-2026-11.csv --tenants fees.csv
         --maintenance 2026-11-03T02:00Z/2026-11-03T04:00Z
 
 Rows: one per service, ``ALL`` (a minute is bad when any service's was), and, for each tenant,
@@ -111,7 +111,9 @@ def read_fees(path: Path) -> dict[str, Decimal | None]:
             try:
                 fee = Decimal(raw) if raw else None
             except InvalidOperation:
-                raise SourceError(f"{path}:{reader.line_num}: monthly_fee {raw!r} is not a number") from None
+                raise SourceError(
+                    f"{path}:{reader.line_num}: monthly_fee {raw!r} is not a number"
+                ) from None
             if fee is not None and fee < 0:
                 raise SourceError(f"{path}:{reader.line_num}: monthly_fee is negative")
             fees[tenant] = fee
@@ -186,7 +188,9 @@ def render(rows: Sequence[ReportRow], fmt: str) -> str:
         return out.getvalue()
     table = [list(COLUMNS), *[[str(rec[c]) for c in COLUMNS] for rec in records]]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in table
+    ]
     notes = [
         "",
         "Unavailable minutes: runs of 2+ consecutive bad minutes (failures lasting over one",
