@@ -25,6 +25,7 @@ data:
   {{ $p }}TSA_URL: {{ $v.tsaUrl | quote }}
   {{ $p }}PKCS11_MODULE: {{ .root.Values.hsm.modulePath | quote }}
   {{ $p }}PKCS11_TOKEN_LABEL: {{ .root.Values.hsm.tokenLabel | quote }}
+  {{ $p }}PKCS11_SLOT: {{ .root.Values.hsm.slot | int | quote }}
   {{ $p }}PKCS11_POOL_SIZE: {{ .root.Values.hsm.poolSize | quote }}
   {{- range $name, $value := .root.Values.hsm.env }}
   {{ $name }}: {{ $value | toString | quote }}

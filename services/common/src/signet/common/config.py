@@ -66,6 +66,8 @@ class ServiceSettings(BaseSettings):
 
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token_label: str = "signet"  # noqa: S105  (a label, not a secret)
+    # Slot of the token; -1 = find the token by its label alone.
+    pkcs11_slot: int = Field(default=-1, ge=-1)
     pkcs11_pin: SecretStr = SecretStr("")
     pkcs11_pool_size: int = Field(default=4, ge=1)
 
