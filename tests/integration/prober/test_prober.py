@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -366,3 +369,50 @@ def test_a_caller_without_the_prober_token_is_refused(platform: dict[str, Any]) 
             channel.close()
     # Health is exempt from authentication; the API call is not.
     assert outcomes["signer"].detail == "sign-and-verify: UNAUTHENTICATED"
+
+
+def test_once_command_prints_each_service_and_fails_on_unimplemented(
+    platform: dict[str, Any], tmp_path: Path
+) -> None:
+    settings: ProberSettings = platform["settings"]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "SIGNET_PROBER_AUTH_MODE": "token",
+        "SIGNET_PROBER_SERVICE_TOKEN": PROBER_TOKEN,
+        "SIGNET_PROBER_SIGNER_TARGETS": settings.signer_targets,
+        "SIGNET_PROBER_EVIDENCE_TARGETS": settings.evidence_targets,
+        "SIGNET_PROBER_NOTIFY_TARGETS": settings.notify_targets,
+        "SIGNET_PROBER_IDENTITY_TARGETS": settings.identity_targets,
+        "SIGNET_PROBER_CA_GATEWAY_TARGETS": settings.ca_gateway_targets,
+        "SIGNET_PROBER_CA_GATEWAY_HTTP_URL": settings.ca_gateway_http_url,
+        "SIGNET_PROBER_CSV_DIR": str(tmp_path / "unused"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "signet.prober", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = {line.split()[1]: line for line in proc.stdout.splitlines()}
+    assert lines["signer"].startswith("ok")
+    assert lines["ca-gateway"].startswith("ok")
+    assert lines["identity"].startswith("FAILED")
+    assert lines["identity"].endswith("grant-verification-keys: UNIMPLEMENTED")
+    # --once writes no CSV: a test round is not a measured minute.
+    assert not (tmp_path / "unused").exists()
+
+
+def test_once_command_without_targets_says_so() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "signet.prober", "--once"],
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no SIGNET_PROBER_<SERVICE>_TARGETS configured" in proc.stderr
