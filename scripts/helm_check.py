@@ -40,6 +40,22 @@ THRESHOLD_MUTATIONS: tuple[str, ...] = (
 )
 
 
+# What the default values must render: five services and the prober, each with its objects,
+# the monitoring objects and the `helm test` pod.
+EXPECTED_DEFAULT_KINDS: dict[str, int] = {
+    "Deployment": 6,
+    "Service": 11,
+    "ServiceAccount": 6,
+    "ConfigMap": 7,
+    "PodDisruptionBudget": 5,
+    "HorizontalPodAutoscaler": 5,
+    "NetworkPolicy": 6,
+    "ServiceMonitor": 6,
+    "PrometheusRule": 1,
+    "Pod": 1,
+}
+
+
 class CheckFailed(Exception):
     """One step failed; the message says which and carries the tool's output."""
 
@@ -99,9 +115,21 @@ def check_values_files(helm: str, work: Path) -> int:
         run([helm, "lint", "--strict", str(CHART), *args])
         out = work / f"manifests-{name}.yaml"
         out.write_text(template(helm, *args))
+        if not args:
+            check_kinds(out.read_text())
         run([validate, "--strict", "--quiet", "-k", KUBE_VERSION, str(out)])
         print(f"ok   lint + template + kubernetes-validate: {name}")
     return len(variants)
+
+
+def check_kinds(manifests: str) -> None:
+    """The default render holds every object the chart promises, no more, no less."""
+    kinds: dict[str, int] = {}
+    for doc in yaml.safe_load_all(manifests):
+        if isinstance(doc, dict):
+            kinds[doc["kind"]] = kinds.get(doc["kind"], 0) + 1
+    if kinds != EXPECTED_DEFAULT_KINDS:
+        raise CheckFailed(f"default render has {kinds}, expected {EXPECTED_DEFAULT_KINDS}")
 
 
 def check_invalid_values(helm: str) -> int:
