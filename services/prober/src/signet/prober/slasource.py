@@ -78,7 +78,10 @@ class PrometheusSource:
     ``query`` must give, per series labelled with ``service_label``, 1 for a bad minute and
     0 for a good one (the chart records ``signet:sla_minute_bad``). Each sample at time t
     describes the minute that ended at t (rate windows look back), so it lands in minute
-    t - 60 s.
+    t - 60 s. Rule evaluations are not aligned to the minute, so Prometheus answers with the
+    newest evaluation before t: a minute's verdict may come from a window up to one
+    evaluation interval earlier. Where Prometheus has no sample (beyond its 5-minute
+    lookback) the minute is missing, not bad. For minute-exact figures use the prober's CSV.
     """
 
     base_url: str
