@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,3 +96,23 @@ def test_tree_head_bytes_follow_rfc_6962() -> None:
     assert signed[10:18] == (5).to_bytes(8, "big")
     assert signed[18:] == bytes(range(32))
     assert len(signed) == 50
+
+
+@dataclass
+class RendezvousCheck:
+    """Waits until every service's check is running at once, then times out like a dead peer."""
+
+    name: str
+    barrier: threading.Barrier
+
+    def run(self, timeout: float) -> None:
+        self.barrier.wait(timeout=5)  # BrokenBarrierError if the checks ran one after another
+        raise ProbeFailed("DEADLINE_EXCEEDED")
+
+
+def test_services_are_probed_side_by_side_so_timeouts_stay_inside_the_minute() -> None:
+    barrier = threading.Barrier(5)
+    probes = [ServiceProbe(f"svc-{i}", [RendezvousCheck("api", barrier)]) for i in range(5)]
+    outcomes = Prober(probes, 10, ProberMetrics(CollectorRegistry())).round()
+    assert [o.service for o in outcomes] == [f"svc-{i}" for i in range(5)]
+    assert {o.detail for o in outcomes} == {"api: DEADLINE_EXCEEDED"}

@@ -23,7 +23,8 @@ class ProberSettings(ServiceSettings):
     metrics_port: int = Field(default=9110, ge=0, le=65535)
     # One round a minute: the SLA counts minutes.
     interval_seconds: float = Field(default=60.0, ge=1, le=60)
-    timeout_seconds: float = Field(default=10.0, gt=0, le=50)
+    # Per call; a service's two calls (health, API) must fit in the minute.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=25)
     # Directory of the monthly CSV files (probes-YYYY-MM.csv); empty = no CSV.
     csv_dir: str = ""
 

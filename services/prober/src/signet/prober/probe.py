@@ -1,7 +1,9 @@
 """One probing round over every configured service, and where its results go.
 
-Each round calls every service once (all of its checks, in order, each with the deadline);
-a service's minute succeeded when all its checks did. Results become Prometheus metrics
+Each round calls every service once (all of its checks, in order, each with the deadline),
+the services side by side, so that a round of timeouts still ends inside its minute and
+the minute is recorded as bad rather than lost; a service's minute succeeded when all its
+checks did. Results become Prometheus metrics
 (``signet_prober_*``, labelled ``probed_service`` so they do not clash with the scrape's
 ``service`` label) and one CSV row per service and minute (the input of ``signet-sla``).
 """
@@ -12,6 +14,7 @@ import csv
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,7 +140,8 @@ class Prober:
         """Probe every service once; the minute is the one the round started in."""
         started = self._clock()
         minute = datetime.fromtimestamp(started - started % 60, tz=UTC)
-        outcomes = [self._probe(minute, probe) for probe in self._probes]
+        with ThreadPoolExecutor(max_workers=max(1, len(self._probes))) as pool:
+            outcomes = list(pool.map(lambda probe: self._probe(minute, probe), self._probes))
         if self._csv is not None:
             try:
                 self._csv.write(outcomes)
