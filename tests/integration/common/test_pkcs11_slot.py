@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from signet.common.errors import Unavailable
+from signet.common.local.softhsm import TokenInfo
 from signet.common.pkcs11 import Pkcs11Pool, load_module
-from tests.fixtures.softhsm import TokenInfo
 
 pytestmark = pytest.mark.softhsm
 
