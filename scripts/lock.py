@@ -34,17 +34,8 @@ def main() -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".in", delete=False) as spec:
         spec.write("\n".join(requirements()) + "\n")
     cmd = [
-        str(uv),
-        "pip",
-        "compile",
-        spec.name,
-        "--generate-hashes",
-        "--python-version",
-        "3.11",
-        "--no-header",
-        "--no-annotate",
-        "-o",
-        str(ROOT / "requirements.lock"),
+        str(uv), "pip", "compile", spec.name, "--generate-hashes", "--python-version", "3.11",
+        "--no-header", "--no-annotate", "-o", str(ROOT / "requirements.lock"),
     ]
     return subprocess.call(cmd, cwd=ROOT)
 
