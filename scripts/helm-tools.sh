@@ -11,6 +11,9 @@ if [[ -x "$helm" ]] && "$helm" version --short 2>/dev/null | grep -q "^$HELM_VER
   echo "$helm"
   exit 0
 fi
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+  PATH="/usr/local/go/bin:$PATH"
+fi
 command -v go >/dev/null || { echo "helm-tools: the Go toolchain is needed to build helm" >&2; exit 1; }
 mkdir -p "$bin_dir"
 echo "helm-tools: building helm $HELM_VERSION from its Go module (first run only)" >&2
