@@ -12,10 +12,10 @@ UV_VERSION := 0.13.8
 STATE_DIR ?= .state
 export SIGNET_STATE_DIR := $(abspath $(STATE_DIR))
 export SIGNET_CACHE_DIR ?= $(abspath .cache)
-MEMBERS := services/common services/identity services/ca-gateway services/signer services/evidence services/notify
-PY_SOURCES := services/common/src services/identity/src services/ca-gateway/src services/signer/src services/evidence/src services/notify/src tests bench
+MEMBERS := services/common services/identity services/ca-gateway services/signer services/evidence services/notify services/prober
+PY_SOURCES := services/common/src services/identity/src services/ca-gateway/src services/signer/src services/evidence/src services/notify/src services/prober/src scripts/helm_check.py tests bench
 
-.PHONY: help system-deps venv lock proto proto-check lint fmt test test-unit run stop status bench clean
+.PHONY: help system-deps venv lock proto proto-check lint fmt test test-unit helm-check run stop status bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ fmt: venv ## apply ruff format and fixes
 
 test: system-deps venv ## whole suite against real SoftHSM, a real Kafka broker and PostgreSQL
 	$(PY) -m pytest
+
+helm-check: system-deps venv ## Helm chart: lint, render + kubernetes-validate, schema, promtool rule tests
+	$(PY) scripts/helm_check.py
 
 test-unit: venv ## unit and component tests only (no external parts)
 	$(PY) -m pytest tests/unit tests/component

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AuthMode = Literal["none", "token", "mtls"]
 TracingExporter = Literal["none", "console", "otlp"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class ServiceSettings(BaseSettings):
@@ -38,6 +40,13 @@ class ServiceSettings(BaseSettings):
 
     kafka_bootstrap: str = ""
     kafka_client_id: str = ""
+    # Security of the broker connections (managed Kafka: TLS, SASL); see signet.common.kafkaconfig.
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism | Literal[""] = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # CA bundle (PEM) that signs the brokers' certificates; empty = the system trust store.
+    kafka_ssl_cafile: str = ""
     outbox_poll_seconds: float = Field(default=0.2, gt=0)
 
     log_level: str = "INFO"
@@ -57,6 +66,8 @@ class ServiceSettings(BaseSettings):
 
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token_label: str = "signet"  # noqa: S105  (a label, not a secret)
+    # Slot of the token; -1 = find the token by its label alone.
+    pkcs11_slot: int = Field(default=-1, ge=-1)
     pkcs11_pin: SecretStr = SecretStr("")
     pkcs11_pool_size: int = Field(default=4, ge=1)
 

@@ -320,11 +320,14 @@ class Pkcs11Pool:
         size: int = 4,
         *,
         acquire_timeout: float = 30.0,
+        slot_id: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
         self._module = load_module(module_path)
         self._label = token_label
+        # Modules whose token labels are not unique (several partitions) are told the slot.
+        self._slot_id = slot_id
         self._pin = pin
         self._size = size
         self._timeout = acquire_timeout
@@ -358,13 +361,26 @@ class Pkcs11Pool:
         """Find the token and open the logged-in anchor session (caller holds no pool lock)."""
         try:
             with self._module.serialised():
-                token = self._module.lib.get_token(token_label=self._label)
+                token = self._find_token()
                 login = self._open_login(token)
                 mechanisms = frozenset(int(m) for m in token.slot.get_mechanisms())
         except p11e.PKCS11Error as exc:
             _log.error("pkcs11 token open failed", extra={"pkcs11_error": type(exc).__name__})
             raise translate_error(exc) from None
         self._token, self._login, self._mechanisms = token, login, mechanisms
+
+    def _find_token(self) -> Any:
+        """The token labelled ``token_label``, in ``slot_id`` when one was given."""
+        lib = self._module.lib
+        if self._slot_id is None:
+            return lib.get_token(token_label=self._label)
+        for slot in lib.get_slots(token_present=True):
+            if slot.slot_id == self._slot_id:
+                token = slot.get_token()
+                if token.label == self._label:
+                    return token
+                break
+        raise p11e.NoSuchToken("no token with that label in that slot")
 
     def _open_login(self, token: Any) -> Any:
         """Open the anchor session and log in (unless this process is already logged in)."""

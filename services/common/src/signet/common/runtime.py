@@ -19,6 +19,7 @@ import grpc
 from signet.common.config import ServiceSettings
 from signet.common.db import Database
 from signet.common.kafka import KafkaPublisher
+from signet.common.kafkaconfig import kafka_client_config
 from signet.common.logging import configure_logging
 from signet.common.outbox import OutboxRelay
 from signet.common.server import Background, serve
@@ -60,6 +61,7 @@ class Runtime:
             publisher = KafkaPublisher(
                 settings.kafka_bootstrap,
                 client_id=settings.kafka_client_id or f"signet-{settings.service_name}",
+                **kafka_client_config(settings),
             )
             runtime.relay = OutboxRelay(db, publisher, settings.outbox_poll_seconds)
             runtime.background.append(_RelayTask(runtime.relay, publisher))

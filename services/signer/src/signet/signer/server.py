@@ -79,6 +79,7 @@ def open_backend(settings: SignerSettings) -> tuple[KeyBackend, object]:
         settings.pkcs11_token_label,
         settings.pkcs11_pin.get_secret_value(),
         settings.pkcs11_pool_size,
+        slot_id=settings.pkcs11_slot if settings.pkcs11_slot >= 0 else None,
     )
     return Pkcs11KeyBackend(pool), pool
 

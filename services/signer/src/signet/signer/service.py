@@ -74,7 +74,9 @@ from signet.signer.models import KeyRecord, KeyState
 from signet.signer.repository import KeyRepository
 
 SOURCE = "signer"
-DEFAULT_SYSTEM_OWNERS = frozenset({"ca-gateway", "evidence", "identity", "notify", "signer"})
+DEFAULT_SYSTEM_OWNERS = frozenset(
+    {"ca-gateway", "evidence", "identity", "notify", "prober", "signer"}
+)
 GRANT_ISSUER_OWNER = "identity"
 
 
