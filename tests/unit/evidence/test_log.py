@@ -153,7 +153,7 @@ def test_entries_filter_by_transaction_and_digest(log: EvidenceLog) -> None:
 
 
 def test_bad_requests_get_actionable_errors(log: EvidenceLog) -> None:
-    with pytest.raises(InvalidArgument, match="event.id"):
+    with pytest.raises(InvalidArgument, match=r"event\.id"):
         log.append(EventEnvelope(type="x"))
     with pytest.raises(NotFound):
         log.inclusion_proof(event_id="missing")

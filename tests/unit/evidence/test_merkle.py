@@ -116,8 +116,8 @@ def _path(m: int, leaves: list[bytes]) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m < k:
-        return _path(m, leaves[:k]) + [_mth(leaves[k:])]
-    return _path(m - k, leaves[k:]) + [_mth(leaves[:k])]
+        return [*_path(m, leaves[:k]), _mth(leaves[k:])]
+    return [*_path(m - k, leaves[k:]), _mth(leaves[:k])]
 
 
 def _subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
@@ -128,8 +128,8 @@ def _subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m <= k:
-        return _subproof(m, leaves[:k], whole) + [_mth(leaves[k:])]
-    return _subproof(m - k, leaves[k:], False) + [_mth(leaves[:k])]
+        return [*_subproof(m, leaves[:k], whole), _mth(leaves[k:])]
+    return [*_subproof(m - k, leaves[k:], False), _mth(leaves[:k])]
 
 
 def _tree(data: list[bytes]) -> dict[merkle.NodeKey, bytes]:
@@ -149,7 +149,9 @@ def test_roots_match_the_published_ct_roots() -> None:
     nodes = _tree(CT_LEAVES)
     for size, want in CT_ROOTS.items():
         assert _root(nodes, size).hex() == want
-        assert merkle.root_from_leaves([merkle.leaf_hash(d) for d in CT_LEAVES[:size]]).hex() == want
+        assert (
+            merkle.root_from_leaves([merkle.leaf_hash(d) for d in CT_LEAVES[:size]]).hex() == want
+        )
 
 
 def test_empty_tree_root_is_the_hash_of_nothing() -> None:

@@ -78,7 +78,7 @@ class CertificateDirectory(Protocol):
     """The ca-gateway's certificate records, for evidence packages."""
 
     def certificate(self, serial: str, at_time: datetime) -> CertificateRecord | None:
-        """The certificate ``serial`` with its chain and its status at ``at_time``; None if unknown."""
+        """Certificate ``serial``, its chain and its status at ``at_time``; None if unknown."""
         ...
 
     def ca_certificates(self) -> Sequence[bytes]:

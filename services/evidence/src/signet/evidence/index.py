@@ -37,7 +37,7 @@ _MAX_VALUE = 160
 
 def digest_ref(algorithm: int, value: bytes) -> str:
     """The index value of a digest: ``sha256:<hex>``."""
-    name = common_pb2.HashAlgorithm.Name(algorithm).removeprefix("HASH_ALGORITHM_").lower()
+    name = common_pb2.HashAlgorithm.Name(algorithm)  # type: ignore[arg-type].removeprefix("HASH_ALGORITHM_").lower()
     return f"{name}:{value.hex()}"
 
 

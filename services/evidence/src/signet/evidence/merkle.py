@@ -22,7 +22,7 @@ NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 NodeKey = tuple[int, int]
-"""A complete subtree: ``(level, index)`` covers leaves ``[index * 2**level, (index+1) * 2**level)``."""
+"""A complete subtree ``(level, index)``: leaves ``[index * 2**level, (index + 1) * 2**level)``."""
 
 
 class ProofError(ValueError):
@@ -142,7 +142,7 @@ def nodes_for(ranges: Sequence[tuple[int, int]]) -> set[NodeKey]:
 
 
 def hash_ranges(ranges: Sequence[tuple[int, int]], nodes: Mapping[NodeKey, bytes]) -> list[bytes]:
-    """The hashes of ``ranges`` from the subtree hashes in ``nodes`` (KeyError if one is missing)."""
+    """The hashes of ``ranges`` from the subtree hashes ``nodes`` (KeyError if one is missing)."""
     return [fold([nodes[key] for key in range_nodes(a, b)]) for a, b in ranges]
 
 
@@ -158,9 +158,7 @@ def consistency_proof(first: int, second: int, node: Callable[[NodeKey], bytes])
     return hash_ranges(ranges, {key: node(key) for key in nodes_for(ranges)})
 
 
-def root_from_inclusion_proof(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root an audit path leads to (RFC 9162 2.1.3.2); ProofError when it cannot."""
     if not 0 <= index < size:
         raise ProofError("leaf index outside the tree")

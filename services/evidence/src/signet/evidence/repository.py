@@ -187,10 +187,7 @@ class LogRepository:
     def tree_head_for_size(self, size: int) -> TreeHead | None:
         """The newest signed head of exactly ``size`` entries."""
         return self._session.scalars(
-            select(TreeHead)
-            .where(TreeHead.tree_size == size)
-            .order_by(TreeHead.id.desc())
-            .limit(1)
+            select(TreeHead).where(TreeHead.tree_size == size).order_by(TreeHead.id.desc()).limit(1)
         ).first()
 
     # ---- keys and timestamps ---------------------------------------------------------

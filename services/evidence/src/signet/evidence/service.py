@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_der_public_key,
 )
-
 from sqlalchemy.orm import Session
 
 from signet.common.db import Database, utcnow
@@ -55,7 +54,8 @@ from signet.evidence.domain import (
     WitnessExporter,
 )
 from signet.evidence.index import refs_of
-from signet.evidence.models import LogEntry, ServiceKey, TreeHead
+from signet.evidence.keys import ensure_service_key
+from signet.evidence.models import LogEntry, TreeHead
 from signet.evidence.repository import LogRepository
 from signet.evidence.treehead import (
     SignedTreeHead,
@@ -71,31 +71,6 @@ DEFAULT_PAGE_SIZE = 100
 _log = logging.getLogger("signet.evidence.service")
 
 _LIMITS = {"id": 64, "type": 128, "source": 64, "subject": 128, "tenant": 64}
-
-
-def ensure_service_key(db: Database, keys: KeyService, purpose: KeyPurpose) -> SigningKey:
-    """Our system key for ``purpose``: recorded here, else created in the signer once.
-
-    The request id makes creation idempotent in the signer, so two replicas starting at
-    once end up with the same key.
-    """
-    with db.session() as session:
-        row = LogRepository(session).service_key(purpose.value)
-        if row is not None:
-            return SigningKey(row.key_id, row.spki_der)
-    key = keys.create_system_key(purpose, request_id=f"evidence-{purpose.value}-1")
-    try:
-        with db.session() as session:
-            LogRepository(session).add_service_key(
-                ServiceKey(purpose=purpose.value, key_id=key.key_id, spki_der=key.spki_der)
-            )
-    except AlreadyExists:
-        with db.session() as session:
-            row = LogRepository(session).service_key(purpose.value)
-            if row is None:
-                raise Internal() from None
-            return SigningKey(row.key_id, row.spki_der)
-    return key
 
 
 def entry_view(row: LogEntry) -> EntryView:
@@ -212,7 +187,7 @@ class EvidenceLog:
         return AppendResult(view, duplicate=False)
 
     def wait_integrated(self, entry_id: int, timeout: float) -> EntryView:
-        """Block until the entry has a leaf index (the sequencer is woken); Unavailable-ish on timeout."""
+        """Wake the sequencer, wait for the entry's leaf index (FailedPrecondition on timeout)."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         while True:

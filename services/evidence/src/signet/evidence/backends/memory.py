@@ -34,7 +34,9 @@ class MemoryKeyService:
                 return self._requests[request_id]
             private = ec.generate_private_key(ec.SECP256R1())
             key_id = "k-" + uuid.uuid4().hex
-            spki = private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            spki = private.public_key().public_bytes(
+                Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+            )
             self._keys[key_id] = private
             key = SigningKey(key_id, spki)
             self._requests[request_id] = key
