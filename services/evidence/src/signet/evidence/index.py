@@ -37,7 +37,8 @@ _MAX_VALUE = 160
 
 def digest_ref(algorithm: int, value: bytes) -> str:
     """The index value of a digest: ``sha256:<hex>``."""
-    name = common_pb2.HashAlgorithm.Name(algorithm)  # type: ignore[arg-type].removeprefix("HASH_ALGORITHM_").lower()
+    label = common_pb2.HashAlgorithm.Name(algorithm)  # type: ignore[arg-type]
+    name = label.removeprefix("HASH_ALGORITHM_").lower()
     return f"{name}:{value.hex()}"
 
 
