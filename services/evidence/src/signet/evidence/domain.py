@@ -89,8 +89,10 @@ class CertificateDirectory(Protocol):
 class WitnessExporter(Protocol):
     """Hands signed tree heads to an external witness that keeps them."""
 
-    def export(self, head: SignedTreeHead, public_key_pem: str) -> None:
-        """Deliver ``head``; raise on failure (the caller logs and retries later)."""
+    def export(
+        self, head: SignedTreeHead, public_key_pem: str, consistency: ConsistencyProof | None
+    ) -> None:
+        """Deliver ``head`` with a proof from the previous head; raise on failure."""
         ...
 
 

@@ -124,9 +124,16 @@ class LogRepository:
         return self._session.scalars(stmt.order_by(LogEntry.leaf_index).limit(limit)).all()
 
     def related(
-        self, refs: Collection[tuple[str, str]], transaction_ids: Collection[str], limit: int
+        self,
+        refs: Collection[tuple[str, str]],
+        transaction_ids: Collection[str],
+        limit: int,
+        event_types: Collection[str] = (),
     ) -> Sequence[LogEntry]:
-        """Integrated entries naming any of ``refs`` or in any of ``transaction_ids``."""
+        """Integrated entries naming any of ``refs`` or in any of ``transaction_ids``.
+
+        ``event_types`` (when given) keeps only entries of those types.
+        """
         conditions = []
         if transaction_ids:
             conditions.append(LogEntry.transaction_id.in_(list(transaction_ids)))
@@ -140,13 +147,10 @@ class LogRepository:
             )
         if not conditions:
             return []
-        stmt = (
-            select(LogEntry)
-            .where(LogEntry.leaf_index.is_not(None), or_(*conditions))
-            .order_by(LogEntry.leaf_index)
-            .limit(limit)
-        )
-        return self._session.scalars(stmt).all()
+        stmt = select(LogEntry).where(LogEntry.leaf_index.is_not(None), or_(*conditions))
+        if event_types:
+            stmt = stmt.where(LogEntry.event_type.in_(list(event_types)))
+        return self._session.scalars(stmt.order_by(LogEntry.leaf_index).limit(limit)).all()
 
     # ---- subtree hashes --------------------------------------------------------------
 

@@ -224,7 +224,7 @@ class EvidenceLog:
         if result.head is not None:
             with self._integrated:
                 self._integrated.notify_all()
-            self._export(result.head)
+            self._export(result)
         return result
 
     def _integrate(self, key: SigningKey, force_sign: bool) -> IntegrationResult:
@@ -303,13 +303,24 @@ class EvidenceLog:
         signed.timestamp.FromDatetime(head.timestamp)
         Outbox.add(session, EVIDENCE_TOPIC, new_envelope(signed, source=SOURCE, subject=subject))
 
-    def _export(self, head: SignedTreeHead) -> None:
-        if not self.witnesses:
+    def _export(self, result: IntegrationResult) -> None:
+        head = result.head
+        if not self.witnesses or head is None:
             return
         pem = self.public_key().pem
+        consistency: ConsistencyProof | None = None
+        if 0 < result.first_index < head.tree_size:
+            try:
+                consistency = ConsistencyProof(
+                    result.first_index,
+                    self.consistency_proof(result.first_index, head.tree_size).hashes,
+                    head,
+                )
+            except ServiceError as err:
+                _log.warning("no consistency proof for witnesses", extra={"error": err.message})
         for witness in self.witnesses:
             try:
-                witness.export(head, pem)
+                witness.export(head, pem, consistency)
             except Exception as err:  # noqa: BLE001  (a witness never stops the log)
                 _log.warning(
                     "witness export failed",
