@@ -35,6 +35,7 @@ from signet.common.errors import (
     InvalidArgument,
     NotFound,
     ServiceError,
+    Unavailable,
 )
 from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, encode_envelope, new_envelope
 from signet.common.outbox import Outbox
@@ -168,14 +169,13 @@ class EvidenceLog:
             received_at=self._clock(),
         )
         try:
+            # Insert first (no read before it): the unique event id decides, and SQLite
+            # takes the write lock at once instead of upgrading a read snapshot.
             with self.db.session() as session:
-                existing = LogRepository(session).by_event_id(envelope.id)
-                if existing is not None:
-                    return AppendResult(entry_view(existing), duplicate=True)
                 LogRepository(session).add_entry(row, refs_of(envelope))
                 view = entry_view(row)
         except AlreadyExists:
-            # A concurrent delivery of the same event won the insert.
+            # Appended before (a redelivery, a retry, or a concurrent delivery).
             with self.db.session() as session:
                 existing = LogRepository(session).by_event_id(envelope.id)
                 if existing is None:
@@ -228,38 +228,47 @@ class EvidenceLog:
         return result
 
     def _integrate(self, key: SigningKey, force_sign: bool) -> IntegrationResult:
-        result = IntegrationResult()
+        # Read phase: what to integrate and the compact range it extends.
         with self.db.session() as session:
             repo = LogRepository(session)
             latest = repo.latest_tree_head()
             start = latest.tree_size if latest is not None else 0
-            pending = repo.unsequenced(self.batch_size)
+            pending = [(e.id, e.event_id, e.leaf_hash) for e in repo.unsequenced(self.batch_size)]
             self._pending_hint = 0
             if not pending and not force_sign and latest is not None:
-                return result
+                return IntegrationResult()
             border = repo.nodes(merkle.compact_range(start))
-            if len(border) != len(merkle.compact_range(start)):
-                _log.error("log storage lacks subtree hashes", extra={"tree_size": start})
-                raise Internal()
-            created = merkle.new_nodes(start, border, [e.leaf_hash for e in pending])
-            size = start + len(pending)
-            known = {**border, **created}
-            root = merkle.fold([known[k] for k in merkle.compact_range(size)])
-            now = self._clock()
-            ms = timestamp_ms(now)
-            # Signed before anything is written: the database lock is not held across the
-            # HSM round trip.
-            signature = self.keys.sign_digest(key.key_id, signing_digest(size, root, ms))
-            head = SignedTreeHead(
-                log_id=log_id_of(key.spki_der),
-                tree_size=size,
-                root_hash=root,
-                timestamp=from_timestamp_ms(ms),
-                signature=signature,
-            )
+        if len(border) != len(merkle.compact_range(start)):
+            _log.error("log storage lacks subtree hashes", extra={"tree_size": start})
+            raise Internal()
+        created = merkle.new_nodes(start, border, [leaf for _, _, leaf in pending])
+        size = start + len(pending)
+        known = {**border, **created}
+        root = merkle.fold([known[k] for k in merkle.compact_range(size)])
+        ms = timestamp_ms(self._clock())
+        # Signed outside any transaction: no database lock is held across the HSM round trip.
+        signature = self.keys.sign_digest(key.key_id, signing_digest(size, root, ms))
+        head = SignedTreeHead(
+            log_id=log_id_of(key.spki_der),
+            tree_size=size,
+            root_hash=root,
+            timestamp=from_timestamp_ms(ms),
+            signature=signature,
+        )
+        result = IntegrationResult(
+            first_index=start, event_ids=[event_id for _, event_id, _ in pending], head=head
+        )
+        # Write phase: it starts with a write, so SQLite takes the write lock (waiting its
+        # turn) instead of upgrading a stale read snapshot; then it checks nothing moved.
+        with self.db.session() as session:
+            repo = LogRepository(session)
             if pending:
-                repo.sequence([(e.id, start + i) for i, e in enumerate(pending)])
                 repo.add_nodes(created)
+                repo.sequence([(entry_id, start + i) for i, (entry_id, _, _) in enumerate(pending)])
+            current = repo.latest_tree_head()
+            if (current.tree_size if current is not None else 0) != start:
+                # Another sequencer integrated meanwhile; roll back and try again later.
+                raise Unavailable("the log moved during integration; retrying")
             repo.add_tree_head(
                 TreeHead(
                     tree_size=size,
@@ -268,9 +277,6 @@ class EvidenceLog:
                     signature=signature,
                     key_id=key.key_id,
                 )
-            )
-            result = IntegrationResult(
-                first_index=start, event_ids=[e.event_id for e in pending], head=head
             )
             self._record_events(session, result, head)
         self.on_commit()

@@ -77,7 +77,17 @@ def rejection(failure: str, text: str) -> bytes:
             "fail_info": tsp.PKIFailureInfo({failure}),
         }
     )
-    return bytes(tsp.TimeStampResp({"status": status}).dump())
+    # asn1crypto's TimeStampResp requires the token, which a rejection must leave out:
+    # the response is SEQUENCE { status } encoded here.
+    body = bytes(status.dump())
+    return b"\x30" + _der_length(len(body)) + body
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
 
 
 def check_tsa_certificate(certified: CertifiedKey, key: SigningKey) -> cx509.Certificate:

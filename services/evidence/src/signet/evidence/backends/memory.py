@@ -43,6 +43,14 @@ class MemoryKeyService:
             self.created += 1
             return key
 
+    def public_key(self, key_id: str) -> bytes:
+        """The SPKI DER of a key made here."""
+        with self._lock:
+            private = self._keys.get(key_id)
+        if private is None:
+            raise NotFound(f"key {key_id} not found")
+        return private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
     def sign_digest(self, key_id: str, digest: bytes) -> bytes:
         """ECDSA over a precomputed SHA-256 digest, DER-encoded."""
         with self._lock:
