@@ -10,10 +10,12 @@ signing (the signer's real SignatureCreated event included) is exported as a pac
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,11 +27,12 @@ from asn1crypto import cms as asn1_cms
 from cryptography import x509
 from sqlalchemy import select
 
-from signet.common.events import EventEnvelope, decode_envelope
+from signet.common.events import EventEnvelope, decode_envelope, new_envelope, unpack_payload
 from signet.common.outbox import OutboxMessage
 from signet.common.pkcs11 import Pkcs11Pool
 from signet.common.testing.grpc import InProcessServer
 from signet.common.v1 import common_pb2
+from signet.events.v1 import events_pb2
 from signet.evidence import merkle
 from signet.evidence.backends.signer import SignerKeyService
 from signet.evidence.certs import verify_timestamp_token
@@ -132,9 +135,6 @@ def test_proofs_over_many_sizes_verify_against_hsm_signed_heads(env: Env) -> Non
 
 
 def signing_envelope() -> EventEnvelope:
-    from signet.common.events import new_envelope
-    from signet.events.v1 import events_pb2
-
     return new_envelope(events_pb2.KeyCreated(key_id="k-x"), source="signer", subject="k-x")
 
 
@@ -144,7 +144,7 @@ def test_a_tsa_token_signed_in_the_hsm_passes_openssl_ts_verify(env: Env, tmp_pa
     assert issued.granted
     openssl_ts_verify(tmp_path, issued.token_der, digest, env.evidence.pki.root_der)
     tsa_key = env.as_evidence.GetKey(
-        signer_pb2.GetKeyRequest(key_id=env.evidence.tsa._key.key_id)  # type: ignore[union-attr]  # noqa: SLF001
+        signer_pb2.GetKeyRequest(key_id=env.evidence.tsa.key.key_id)
     ).key
     assert tsa_key.purpose == signer_pb2.KEY_PURPOSE_TIMESTAMPING
     assert tsa_key.owner.system == "evidence"
@@ -266,10 +266,7 @@ def test_a_real_signing_exports_a_package_that_signet_verify_passes(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RESULT: PASS" in proc.stdout
     assert "signature" in proc.stdout and "timestamp" in proc.stdout
-    # One flipped byte anywhere in an entry and the same command fails, naming it.
-    import io
-    import zipfile
-
+    # One flipped byte in an entry and the same command fails.
     archive = zipfile.ZipFile(io.BytesIO(package.package))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:
@@ -297,28 +294,27 @@ def _rebind(
     env: Env,
 ) -> None:
     """Point the flow's identity and CA events at the real signing's account, grant and cert."""
-    from signet.common.events import unpack_payload
-    from signet.events.v1 import events_pb2
-
     envelope.actor.account_id = account
     if envelope.type.endswith("RealNameVerified"):
-        payload = unpack_payload(envelope, events_pb2.RealNameVerified)
-        payload.account_id = account
+        verified = unpack_payload(envelope, events_pb2.RealNameVerified)
+        verified.account_id = account
+        envelope.payload.Pack(verified)
     elif envelope.type.endswith("CertificateIssued"):
-        payload = unpack_payload(envelope, events_pb2.CertificateIssued)
-        payload.serial = serial
-        payload.account_id = account
-        payload.sha256_fingerprint = hashlib.sha256(env.evidence.ca.der(serial)).digest()
+        issued = unpack_payload(envelope, events_pb2.CertificateIssued)
+        issued.serial = serial
+        issued.account_id = account
+        issued.sha256_fingerprint = hashlib.sha256(env.evidence.ca.der(serial)).digest()
+        envelope.payload.Pack(issued)
     else:
-        payload = unpack_payload(envelope, events_pb2.WillingnessConfirmed)
-        payload.account_id = account
-        payload.grant_id = grant_id
-        del payload.digests[:]
-        payload.digests.append(
+        confirmed = unpack_payload(envelope, events_pb2.WillingnessConfirmed)
+        confirmed.account_id = account
+        confirmed.grant_id = grant_id
+        del confirmed.digests[:]
+        confirmed.digests.append(
             common_pb2.Digest(algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=digest)
         )
+        envelope.payload.Pack(confirmed)
         envelope.transaction_id = transaction
-    envelope.payload.Pack(payload)
     envelope.id = str(uuid.uuid4())
 
 

@@ -128,6 +128,13 @@ class TimestampAuthority:
             self._key = ensure_service_key(self.db, self.keys, KeyPurpose.TIMESTAMPING)
             self._load_certificate(self._key)
 
+    @property
+    def key(self) -> SigningKey:
+        """The TSA key (after :meth:`start`)."""
+        if self._key is None:
+            raise FailedPrecondition("the time-stamping authority is not ready yet")
+        return self._key
+
     def _load_certificate(self, key: SigningKey) -> None:
         certified = self.certificates.certificate_for(key)
         cert = check_tsa_certificate(certified, key)
