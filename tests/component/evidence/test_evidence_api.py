@@ -6,14 +6,17 @@ and SoftHSM in tests/integration/evidence.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import subprocess
+import threading
 import urllib.request
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -26,7 +29,7 @@ from signet.common.v1 import common_pb2
 from signet.events.v1 import events_pb2
 from signet.evidence import merkle
 from signet.evidence.backends.memory import MemoryKeyService
-from signet.evidence.backends.witness import ALERT_FILE, FileWitness, WitnessError
+from signet.evidence.backends.witness import ALERT_FILE, FileWitness, HttpWitness, WitnessError
 from signet.evidence.certs import verify_timestamp_token
 from signet.evidence.domain import ConsistencyProof, KeyPurpose
 from signet.evidence.treehead import SignedTreeHead, signing_digest, verify_tree_head
@@ -524,3 +527,53 @@ def test_file_witness_keeps_heads_and_flags_a_rewritten_log(
             ConsistencyProof(kept.tree_size, (b"\x00" * 32,), forged_head),
         )
     assert (tmp_path / "witness" / kept.log_id.hex() / ALERT_FILE).exists()
+
+
+def test_http_witness_receives_each_head_with_a_consistency_proof(env: EvidenceEnv) -> None:
+    received: list[dict[str, object]] = []
+
+    class Witness(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Witness)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        env.log.witnesses = [HttpWitness(f"http://127.0.0.1:{server.server_address[1]}/heads")]
+        for _ in range(2):
+            for _ in range(3):
+                env.stub.Append(_event())
+            env.log.integrate()
+    finally:
+        env.log.witnesses = []
+        server.shutdown()
+        server.server_close()
+    spki = _spki(env)
+    heads = [SignedTreeHead.from_json(r["tree_head"]) for r in received]  # type: ignore[arg-type]
+    for head in heads:
+        verify_tree_head(head, spki)
+    last = received[-1]["consistency"]
+    assert isinstance(last, dict)
+    merkle.verify_consistency(
+        last["first_tree_size"],
+        heads[-1].tree_size,
+        env.log.tree_head(last["first_tree_size"]).root_hash,
+        heads[-1].root_hash,
+        [base64.b64decode(h) for h in last["hashes"]],
+    )
+
+
+def test_http_witness_that_refuses_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="http"):
+        HttpWitness("ftp://witness.example")
+    witness = HttpWitness("http://127.0.0.1:9/unreachable", timeout_seconds=1)
+    head = SignedTreeHead(b"\x00" * 32, 0, merkle.EMPTY_ROOT, datetime.now(UTC), b"")
+    with pytest.raises(WitnessError, match="unreachable"):
+        witness.export(head, "", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from signet.common.db import Database
-from signet.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from signet.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from signet.common.events import EventEnvelope, new_envelope
 from signet.common.outbox import OutboxMessage
 from signet.common.v1 import common_pb2
@@ -19,7 +20,7 @@ from signet.evidence.backends.memory import MemoryKeyService
 from signet.evidence.domain import EntryFilter, KeyPurpose
 from signet.evidence.index import digest_ref
 from signet.evidence.models import MIGRATIONS_DIR, MerkleNode
-from signet.evidence.service import EvidenceLog
+from signet.evidence.service import EvidenceLog, Sequencer
 from signet.evidence.treehead import TreeHeadError, verify_tree_head
 
 
@@ -164,3 +165,48 @@ def test_bad_requests_get_actionable_errors(log: EvidenceLog) -> None:
         log.tree_head(5)
     with pytest.raises(InvalidArgument):
         log.consistency_proof(3, 0)
+
+
+def test_the_sequencer_integrates_in_the_background_and_re_signs_on_schedule(
+    log: EvidenceLog, db: Database
+) -> None:
+    sequencer = Sequencer(log, interval_seconds=0.02, sign_every_seconds=0.1)
+    sequencer.start()
+    try:
+        appended = log.append(signature_event())
+        integrated = log.wait_integrated(appended.entry.id, timeout=10)
+        assert integrated.leaf_index == 0
+        first = log.tree_head()
+        deadline = time.monotonic() + 10
+        while log.tree_head().timestamp == first.timestamp and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fresh = log.tree_head()
+    finally:
+        sequencer.stop()
+    assert fresh.tree_size == first.tree_size == 1
+    assert fresh.timestamp > first.timestamp
+    verify_tree_head(fresh, log.public_key().spki_der)
+
+
+def test_a_failing_signer_leaves_entries_queued_until_it_recovers(
+    db: Database, keys: MemoryKeyService
+) -> None:
+    class FlakySigner(MemoryKeyService):
+        down = False
+
+        def sign_digest(self, key_id: str, digest: bytes) -> bytes:
+            if self.down:
+                raise Unavailable("signer down")
+            return super().sign_digest(key_id, digest)
+
+    flaky = FlakySigner()
+    evidence = EvidenceLog(db, flaky)
+    evidence.start()
+    evidence.append(signature_event())
+    flaky.down = True
+    with pytest.raises(Unavailable):
+        evidence.integrate()
+    assert evidence.tree_head().tree_size == 0
+    flaky.down = False
+    evidence.integrate()
+    assert evidence.tree_head().tree_size == 1
