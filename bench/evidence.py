@@ -32,6 +32,7 @@ import grpc
 from bench.harness import REGISTRY, Figures, rate, summarize_latencies
 from bench.signer import _signer_process
 from signet.common.events import (
+    ALL_TOPICS,
     CERTIFICATE_TOPIC,
     IDENTITY_TOPIC,
     SIGNATURE_TOPIC,
@@ -190,6 +191,22 @@ def _proof_latency(address: str) -> Figures:
     return figures
 
 
+def _create_topics(bootstrap: str) -> None:
+    """One record on every Signet topic, so the topics exist before evidence subscribes.
+
+    A consumer notices a topic created after it subscribed only at its next metadata
+    refresh (minutes); in production the topics exist long before.
+    """
+    publisher = KafkaPublisher(bootstrap, client_id="bench-evidence-setup")
+    try:
+        for topic in ALL_TOPICS:
+            event = _envelope(source="bench").event
+            publisher.publish(topic, b"setup", encode_envelope(event), envelope_headers(event))
+        publisher.flush()
+    finally:
+        publisher.close()
+
+
 @REGISTRY.register("evidence_throughput")
 def evidence_throughput() -> Figures:
     """Appends per second through gRPC and through Kafka, and proof latency."""
@@ -199,12 +216,15 @@ def evidence_throughput() -> Figures:
         os.environ.update(token.env)
         broker = KafkaBroker(state / "kafka")
         broker.start(timeout=180)
+        _create_topics(broker.bootstrap)
         bearer = "bench-" + uuid.uuid4().hex
         try:
             with (
                 _signer_process(token, state, bearer) as signer,
                 _evidence_process(state, signer, bearer, broker.bootstrap) as address,
             ):
+                stub = evidence_pb2_grpc.EvidenceServiceStub(grpc.insecure_channel(address))
+                _wait_size(stub, len(ALL_TOPICS), 120)
                 figures = _grpc_appends(address)
                 figures.update(_kafka_appends(address, broker.bootstrap))
                 figures.update(_proof_latency(address))
