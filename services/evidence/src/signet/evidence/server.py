@@ -142,7 +142,15 @@ def main() -> None:
     )
     if settings.kafka_bootstrap and settings.consume:
         runtime.background.append(
-            KafkaConsumerLoop(settings.kafka_bootstrap, GROUP, ALL_TOPICS, EvidenceConsumer(log))
+            KafkaConsumerLoop(
+                settings.kafka_bootstrap,
+                GROUP,
+                ALL_TOPICS,
+                EvidenceConsumer(log),
+                # A topic created after start-up (a fresh platform) is noticed at the next
+                # metadata refresh: every 30 s rather than the client's default 5 minutes.
+                metadata_max_age_ms=30_000,
+            )
         )
     if settings.http_enabled:
         runtime.background.append(
