@@ -118,3 +118,7 @@ def test_the_log_integrates_and_proves_on_this_database(db: Database) -> None:
     for index in range(12):
         proof = log.inclusion_proof(leaf_index=index)
         merkle.verify_inclusion(index, 12, proof.leaf_hash, proof.hashes, head.root_hash)
+    again = new_envelope(events_pb2.KeyCreated(key_id="k"), source="signer", subject="k")
+    assert not log.append(again).duplicate
+    assert log.append(again).duplicate
+    log.close()

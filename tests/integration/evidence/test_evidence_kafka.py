@@ -51,6 +51,7 @@ def log(tmp_path: Path) -> Iterator[EvidenceLog]:
     sequencer.start()
     yield evidence
     sequencer.stop()
+    evidence.close()
     db.dispose()
 
 

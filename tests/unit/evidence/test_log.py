@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,10 +39,11 @@ def keys() -> MemoryKeyService:
 
 
 @pytest.fixture
-def log(db: Database, keys: MemoryKeyService) -> EvidenceLog:
+def log(db: Database, keys: MemoryKeyService) -> Iterator[EvidenceLog]:
     evidence = EvidenceLog(db, keys, batch_size=7)
     evidence.start()
-    return evidence
+    yield evidence
+    evidence.close()
 
 
 def signature_event(transaction: str = "tx-1", digest: bytes = b"\x11" * 32) -> EventEnvelope:
@@ -210,3 +213,29 @@ def test_a_failing_signer_leaves_entries_queued_until_it_recovers(
     flaky.down = False
     evidence.integrate()
     assert evidence.tree_head().tree_size == 1
+    evidence.close()
+
+
+def test_concurrent_appends_of_one_event_store_it_once(log: EvidenceLog, db: Database) -> None:
+    envelope = signature_event()
+    others = [signature_event() for _ in range(30)]
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def append(event: EventEnvelope) -> None:
+        outcome = log.append(event)
+        with lock:
+            results.append(outcome.duplicate)
+
+    threads = [threading.Thread(target=append, args=(envelope,)) for _ in range(10)]
+    threads += [threading.Thread(target=append, args=(e,)) for e in others]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results).count(False) == 31
+    while log.integrate().event_ids:
+        pass
+    assert log.tree_head().tree_size == 31
+    entries, _ = log.entries(EntryFilter(transaction_id="tx-1"), page_size=100)
+    assert len({e.event_id for e in entries}) == 31

@@ -156,9 +156,12 @@ def main() -> None:
         runtime.background.append(
             EvidenceHttpServer(settings.grpc_host, settings.http_port, log, tsa)
         )
-    run(
-        runtime,
-        EvidenceServicer(log, tsa, packages),
-        evidence_pb2_grpc.add_EvidenceServiceServicer_to_server,
-        service_names=[SERVICE_NAME],
-    )
+    try:
+        run(
+            runtime,
+            EvidenceServicer(log, tsa, packages),
+            evidence_pb2_grpc.add_EvidenceServiceServicer_to_server,
+            service_names=[SERVICE_NAME],
+        )
+    finally:
+        log.close()

@@ -1,6 +1,7 @@
 """The evidence log's rules: append, integrate in batches, sign tree heads, prove.
 
-Appending only queues an entry (one short insert, idempotent on the event id). The
+Appending only queues an entry (one short insert, idempotent on the event id; concurrent
+appends are committed together, see :mod:`signet.evidence.appender`). The
 :class:`Sequencer` integrates queued entries every few hundred milliseconds or as soon as
 ``batch_size`` are waiting: it gives them leaf indices, stores the subtree hashes they
 complete, computes the new root from the log's compact range (O(log n) rows read), has
@@ -29,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from signet.common.db import Database, utcnow
 from signet.common.errors import (
-    AlreadyExists,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -38,9 +38,11 @@ from signet.common.errors import (
     Unavailable,
 )
 from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, encode_envelope, new_envelope
+from signet.common.groupcommit import GroupCommitter
 from signet.common.outbox import Outbox
 from signet.events.v1 import events_pb2
 from signet.evidence import merkle
+from signet.evidence.appender import Appended, AppendWriter, NewEntry
 from signet.evidence.domain import (
     AppendResult,
     ConsistencyProof,
@@ -120,6 +122,8 @@ class EvidenceLog:
     _integrate_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _pending_hint: int = field(default=0, repr=False)
     _wake: threading.Event = field(default_factory=threading.Event, repr=False)
+    _writer: GroupCommitter[NewEntry, Appended] | None = field(default=None, repr=False)
+    _appender_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ---- key ------------------------------------------------------------------------
 
@@ -150,13 +154,29 @@ class EvidenceLog:
 
     # ---- append ---------------------------------------------------------------------
 
+    def _appender(self) -> GroupCommitter[NewEntry, Appended]:
+        with self._appender_lock:
+            if self._writer is None:
+                engine = self.db.engine
+                self._writer = GroupCommitter(
+                    engine, AppendWriter(engine.dialect), name="evidence-append"
+                )
+            return self._writer
+
+    def close(self) -> None:
+        """Finish queued appends and stop the append writer."""
+        with self._appender_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
     def append(self, envelope: EventEnvelope) -> AppendResult:
         """Queue ``envelope`` for the log; an event id already present appends nothing."""
         _check_envelope(envelope)
         data = encode_envelope(envelope)
         has_time = envelope.HasField("time")
         event_time = envelope.time.ToDatetime(tzinfo=UTC) if has_time else self._clock()
-        row = LogEntry(
+        entry = NewEntry(
             event_id=envelope.id,
             event_type=envelope.type,
             source=envelope.source,
@@ -167,20 +187,31 @@ class EvidenceLog:
             leaf_data=data,
             leaf_hash=merkle.leaf_hash(data),
             received_at=self._clock(),
+            refs=tuple(sorted(refs_of(envelope))),
         )
-        try:
-            # Insert first (no read before it): the unique event id decides, and SQLite
-            # takes the write lock at once instead of upgrading a read snapshot.
-            with self.db.session() as session:
-                LogRepository(session).add_entry(row, refs_of(envelope))
-                view = entry_view(row)
-        except AlreadyExists:
+        outcome = self._appender().submit(entry)
+        if outcome.duplicate:
             # Appended before (a redelivery, a retry, or a concurrent delivery).
             with self.db.session() as session:
-                existing = LogRepository(session).by_event_id(envelope.id)
+                existing = session.get(LogEntry, outcome.entry_id)
                 if existing is None:
-                    raise
+                    raise Internal()
                 return AppendResult(entry_view(existing), duplicate=True)
+        view = EntryView(
+            id=outcome.entry_id,
+            event_id=entry.event_id,
+            event_type=entry.event_type,
+            source=entry.source,
+            subject=entry.subject,
+            tenant=entry.tenant,
+            transaction_id=entry.transaction_id,
+            event_time=entry.event_time,
+            leaf_index=None,
+            leaf_hash=entry.leaf_hash,
+            leaf_data=entry.leaf_data,
+            received_at=entry.received_at,
+            integrated_at=None,
+        )
         self._pending_hint += 1
         if self._pending_hint >= self.batch_size:
             self._wake.set()
