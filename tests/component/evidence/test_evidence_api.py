@@ -23,6 +23,7 @@ import grpc
 import pytest
 from asn1crypto import tsp
 from cryptography import x509
+from prometheus_client import REGISTRY
 
 from signet.common.events import new_envelope
 from signet.common.v1 import common_pb2
@@ -577,3 +578,27 @@ def test_http_witness_that_refuses_is_an_error(tmp_path: Path) -> None:
     head = SignedTreeHead(b"\x00" * 32, 0, merkle.EMPTY_ROOT, datetime.now(UTC), b"")
     with pytest.raises(WitnessError, match="unreachable"):
         witness.export(head, "", None)
+
+
+def test_a_pdf_report_request_is_refused_with_the_reason(env: EvidenceEnv) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        env.stub.ExportEvidencePackage(
+            evidence_pb2.ExportEvidencePackageRequest(
+                transaction_id="tx-1", include_pdf_report=True
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "report.html" in (caught.value.details() or "")
+
+
+def test_appends_and_duplicates_are_counted_in_metrics(env: EvidenceEnv) -> None:
+    def sample(outcome: str) -> float:
+        value = REGISTRY.get_sample_value("signet_evidence_appends_total", {"outcome": outcome})
+        return value or 0.0
+
+    appended, duplicates = sample("appended"), sample("duplicate")
+    request = _event()
+    env.stub.Append(request)
+    env.stub.Append(request)
+    assert sample("appended") == appended + 1
+    assert sample("duplicate") == duplicates + 1

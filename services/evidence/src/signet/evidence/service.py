@@ -39,6 +39,7 @@ from signet.common.errors import (
 )
 from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, encode_envelope, new_envelope
 from signet.common.groupcommit import GroupCommitter
+from signet.common.metrics import counter, gauge, histogram
 from signet.common.outbox import Outbox
 from signet.events.v1 import events_pb2
 from signet.evidence import merkle
@@ -69,6 +70,16 @@ from signet.evidence.treehead import (
 )
 
 SOURCE = "evidence"
+_APPENDS = counter(
+    "signet_evidence_appends_total",
+    "Events offered to the log; outcome appended or duplicate (already present).",
+    ["outcome"],
+)
+_TREE_SIZE = gauge("signet_evidence_tree_size_entries", "Entries under the latest signed head.")
+_INTEGRATIONS = histogram(
+    "signet_evidence_integration_seconds",
+    "One sequencer pass: read the batch, sign the head in the HSM, write.",
+)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 _log = logging.getLogger("signet.evidence.service")
@@ -190,6 +201,7 @@ class EvidenceLog:
             refs=tuple(sorted(refs_of(envelope))),
         )
         outcome = self._appender().submit(entry)
+        _APPENDS.labels("duplicate" if outcome.duplicate else "appended").inc()
         if outcome.duplicate:
             # Appended before (a redelivery, a retry, or a concurrent delivery).
             with self.db.session() as session:
@@ -250,9 +262,10 @@ class EvidenceLog:
         """
         key = self._key or ensure_service_key(self.db, self.keys, KeyPurpose.LOG_SIGNING)
         self._key = key
-        with self._integrate_lock:
+        with self._integrate_lock, _INTEGRATIONS.time():
             result = self._integrate(key, force_sign)
         if result.head is not None:
+            _TREE_SIZE.set(result.head.tree_size)
             with self._integrated:
                 self._integrated.notify_all()
             self._export(result)

@@ -151,6 +151,11 @@ class EvidenceServicer(evidence_pb2_grpc.EvidenceServiceServicer):
         """The evidence package of one transaction or document."""
         if self._packages is None:
             raise FailedPrecondition("this evidence service does not export packages")
+        if request.include_pdf_report:
+            raise FailedPrecondition(
+                "PDF reports are not offered; the package carries report.html (leave "
+                "include_pdf_report unset)"
+            )
         which = request.WhichOneof("selector")
         tenant = _tenant_scope(request.tenant_id)
         if which == "transaction_id":

@@ -30,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from signet.common.db import Database, utcnow
 from signet.common.errors import FailedPrecondition
 from signet.common.events import EVIDENCE_TOPIC, new_envelope
+from signet.common.metrics import counter
 from signet.common.outbox import Outbox
 from signet.common.v1 import common_pb2
 from signet.events.v1 import events_pb2
@@ -55,6 +56,11 @@ _HASH_ENUM = {
     "sha512": common_pb2.HASH_ALGORITHM_SHA512,
 }
 _RENEW_BEFORE = timedelta(days=1)
+_TIMESTAMPS = counter(
+    "signet_evidence_timestamps_total",
+    "RFC 3161 requests answered; status granted or rejection.",
+    ["status"],
+)
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,11 @@ class TimestampAuthority:
 
     def timestamp(self, request_der: bytes) -> IssuedToken:
         """Answer one DER TimeStampReq with a DER TimeStampResp."""
+        issued = self._answer(request_der)
+        _TIMESTAMPS.labels("granted" if issued.granted else "rejection").inc()
+        return issued
+
+    def _answer(self, request_der: bytes) -> IssuedToken:
         certified = self.certificate_chain()
         key = self._key
         assert key is not None
