@@ -116,10 +116,10 @@ class PackageVerifier:
     def _check(self, item: str, fn: Callable[[], str]) -> bool:
         try:
             detail = fn()
-        except _Failed as err:
+        except (_Failed, certs.CertificateError, merkle.ProofError, TreeHeadError) as err:
             self._checks.append(Check(item, False, str(err)))
             return False
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, DecodeError) as err:
             self._checks.append(Check(item, False, f"malformed: {type(err).__name__} {err}"))
             return False
         self._checks.append(Check(item, True, detail))
