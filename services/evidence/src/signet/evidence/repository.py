@@ -155,23 +155,26 @@ class LogRepository:
     # ---- subtree hashes --------------------------------------------------------------
 
     def nodes(self, keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
-        """Stored subtree hashes for ``keys`` (missing ones are absent), in one query."""
+        """Stored subtree hashes for ``keys`` (missing ones are absent).
+
+        One statement of a fixed shape (levels IN, indices IN; SQLAlchemy caches its
+        compilation) that may return a few extra rows, dropped here: for the O(log n)
+        nodes of a proof that is far cheaper than building a query per key or level.
+        """
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        levels = sorted({level for level, _ in wanted})
+        indices = sorted({index for _, index in wanted})
         found: dict[NodeKey, bytes] = {}
-        by_level: dict[int, list[int]] = {}
-        for level, index in keys:
-            by_level.setdefault(level, []).append(index)
-        conditions = [
-            and_(MerkleNode.level == level, MerkleNode.node_index.in_(indices[i : i + _CHUNK]))
-            for level, indices in by_level.items()
-            for i in range(0, len(indices), _CHUNK)
-        ]
-        # A proof needs O(log n) nodes over as many levels: one statement, not one per level.
-        for start in range(0, len(conditions), 32):
+        for i in range(0, len(indices), _CHUNK):
             stmt = select(MerkleNode.level, MerkleNode.node_index, MerkleNode.hash).where(
-                or_(*conditions[start : start + 32])
+                MerkleNode.level.in_(levels), MerkleNode.node_index.in_(indices[i : i + _CHUNK])
             )
             for level, index, value in self._session.execute(stmt):
-                found[(int(level), int(index))] = value
+                key = (int(level), int(index))
+                if key in wanted:
+                    found[key] = value
         return found
 
     def add_nodes(self, nodes: Mapping[NodeKey, bytes]) -> None:
