@@ -1,4 +1,4 @@
-"""Between the evidence domain and its protobuf API."""
+"""Between the evidence domain and its protobuf API and events."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from datetime import datetime
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from signet.common.events import EventEnvelope
+from signet.common.events import EventEnvelope, new_envelope
 from signet.common.v1 import common_pb2
+from signet.events.v1 import events_pb2
 from signet.evidence.domain import EntryView, LogKeyView
 from signet.evidence.treehead import SignedTreeHead
 from signet.evidence.v1 import evidence_pb2
@@ -71,3 +72,58 @@ def log_key_message(view: LogKeyView) -> evidence_pb2.GetLogPublicKeyResponse:
         spki_der=view.spki_der,
         pem=view.pem,
     )
+
+
+SOURCE = "evidence"
+
+
+def _log_subject(log_id: bytes) -> str:
+    return log_id.hex()
+
+
+def appended_event(head: SignedTreeHead, first_index: int, event_ids: list[str]) -> EventEnvelope:
+    """EvidenceAppended for one integration batch."""
+    payload = events_pb2.EvidenceAppended(
+        log_id=head.log_id,
+        first_leaf_index=first_index,
+        entry_count=len(event_ids),
+        event_ids=event_ids,
+    )
+    return new_envelope(payload, source=SOURCE, subject=_log_subject(head.log_id))
+
+
+def tree_head_event(head: SignedTreeHead) -> EventEnvelope:
+    """TreeHeadSigned for a new signed head."""
+    payload = events_pb2.TreeHeadSigned(
+        log_id=head.log_id,
+        tree_size=head.tree_size,
+        root_hash=head.root_hash,
+        signature=head.signature,
+    )
+    payload.timestamp.FromDatetime(head.timestamp)
+    return new_envelope(payload, source=SOURCE, subject=_log_subject(head.log_id))
+
+
+def timestamp_event(
+    serial: str, hash_algorithm: int, imprint: bytes, gen_time: datetime
+) -> EventEnvelope:
+    """TimestampIssued for one granted RFC 3161 token."""
+    payload = events_pb2.TimestampIssued(
+        serial=serial,
+        message_imprint=common_pb2.Digest(algorithm=hash_algorithm, value=imprint),  # type: ignore[arg-type]
+    )
+    payload.gen_time.FromDatetime(gen_time)
+    return new_envelope(payload, source=SOURCE, subject=serial)
+
+
+def package_event(
+    package_id: str, transaction_id: str, package_sha256: bytes, tree_size: int
+) -> EventEnvelope:
+    """EvidencePackageExported for one export."""
+    payload = events_pb2.EvidencePackageExported(
+        package_id=package_id,
+        transaction_id=transaction_id,
+        package_sha256=package_sha256,
+        tree_size=tree_size,
+    )
+    return new_envelope(payload, source=SOURCE, subject=package_id)

@@ -33,6 +33,7 @@ _FIELD_KINDS: dict[str, str] = {
     "confirmation_grant_id": GRANT,
 }
 _MAX_VALUE = 160
+_MAX_DEPTH = 3
 
 
 def digest_ref(algorithm: int, value: bytes) -> str:
@@ -58,6 +59,22 @@ def unpack(envelope: EventEnvelope) -> Message | None:
     return message
 
 
+def _walk(message: Message, refs: set[tuple[str, str]], depth: int) -> None:
+    """Collect references from ``message``'s fields by name, and from nested messages."""
+    for descriptor, value in message.ListFields():
+        if descriptor.name in _FIELD_KINDS and isinstance(value, str) and value:
+            refs.add((_FIELD_KINDS[descriptor.name], value))
+        elif isinstance(value, common_pb2.Digest):
+            if value.value:
+                refs.add((DIGEST, digest_ref(value.algorithm, value.value)))
+        elif descriptor.message_type is common_pb2.Digest.DESCRIPTOR:
+            for item in value:
+                refs.add((DIGEST, digest_ref(item.algorithm, item.value)))
+        elif isinstance(value, Message) and depth < _MAX_DEPTH:
+            # e.g. SignatureCreated.owner.subscriber.account_id
+            _walk(value, refs, depth + 1)
+
+
 def refs_of(envelope: EventEnvelope) -> set[tuple[str, str]]:
     """Every (kind, value) the event is about."""
     refs: set[tuple[str, str]] = set()
@@ -69,14 +86,5 @@ def refs_of(envelope: EventEnvelope) -> set[tuple[str, str]]:
         refs.add((ACCOUNT, envelope.actor.operator_account_id))
     payload = unpack(envelope)
     if payload is not None:
-        for descriptor, value in payload.ListFields():
-            if descriptor.name in _FIELD_KINDS and isinstance(value, str) and value:
-                refs.add((_FIELD_KINDS[descriptor.name], value))
-            elif isinstance(value, common_pb2.Digest) and value.value:
-                refs.add((DIGEST, digest_ref(value.algorithm, value.value)))
-            elif descriptor.message_type is common_pb2.Digest.DESCRIPTOR and not isinstance(
-                value, common_pb2.Digest
-            ):
-                for item in value:
-                    refs.add((DIGEST, digest_ref(item.algorithm, item.value)))
+        _walk(payload, refs, depth=0)
     return {(kind, value) for kind, value in refs if len(value) <= _MAX_VALUE}

@@ -31,10 +31,10 @@ from google.protobuf import json_format
 
 from signet.common.db import Database, utcnow
 from signet.common.errors import NotFound, ServiceError
-from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, new_envelope
+from signet.common.events import EVIDENCE_TOPIC, EventEnvelope
 from signet.common.outbox import Outbox
 from signet.events.v1 import events_pb2
-from signet.evidence import index, manifest, merkle
+from signet.evidence import convert, index, manifest, merkle
 from signet.evidence.domain import CertificateDirectory, CertificateRecord
 from signet.evidence.models import LogEntry
 from signet.evidence.report import render_report
@@ -357,16 +357,9 @@ class PackageBuilder:
         return issued.token_der if issued.granted else b""
 
     def _record(self, package_id: str, transaction_id: str, sha: bytes, size: int) -> None:
-        event = events_pb2.EvidencePackageExported(
-            package_id=package_id,
-            transaction_id=transaction_id,
-            package_sha256=sha,
-            tree_size=size,
-        )
+        event = convert.package_event(package_id, transaction_id, sha, size)
         with self.db.session() as session:
-            Outbox.add(
-                session, EVIDENCE_TOPIC, new_envelope(event, source="evidence", subject=package_id)
-            )
+            Outbox.add(session, EVIDENCE_TOPIC, event)
         self.on_commit()
 
 

@@ -13,7 +13,6 @@ when nothing arrived, so a fresh head always proves the log is alive.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -37,12 +36,11 @@ from signet.common.errors import (
     ServiceError,
     Unavailable,
 )
-from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, encode_envelope, new_envelope
+from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, encode_envelope
 from signet.common.groupcommit import GroupCommitter
 from signet.common.metrics import counter, gauge, histogram
 from signet.common.outbox import Outbox
-from signet.events.v1 import events_pb2
-from signet.evidence import merkle
+from signet.evidence import convert, merkle
 from signet.evidence.appender import Appended, AppendWriter, NewEntry
 from signet.evidence.domain import (
     AppendResult,
@@ -69,7 +67,7 @@ from signet.evidence.treehead import (
     timestamp_ms,
 )
 
-SOURCE = "evidence"
+SOURCE = convert.SOURCE
 _APPENDS = counter(
     "signet_evidence_appends_total",
     "Events offered to the log; outcome appended or duplicate (already present).",
@@ -328,30 +326,13 @@ class EvidenceLog:
 
     @staticmethod
     def _record_events(session: Session, result: IntegrationResult, head: SignedTreeHead) -> None:
-        subject = base64.b16encode(head.log_id).decode().lower()
         if result.event_ids:
             Outbox.add(
                 session,
                 EVIDENCE_TOPIC,
-                new_envelope(
-                    events_pb2.EvidenceAppended(
-                        log_id=head.log_id,
-                        first_leaf_index=result.first_index,
-                        entry_count=len(result.event_ids),
-                        event_ids=result.event_ids,
-                    ),
-                    source=SOURCE,
-                    subject=subject,
-                ),
+                convert.appended_event(head, result.first_index, result.event_ids),
             )
-        signed = events_pb2.TreeHeadSigned(
-            log_id=head.log_id,
-            tree_size=head.tree_size,
-            root_hash=head.root_hash,
-            signature=head.signature,
-        )
-        signed.timestamp.FromDatetime(head.timestamp)
-        Outbox.add(session, EVIDENCE_TOPIC, new_envelope(signed, source=SOURCE, subject=subject))
+        Outbox.add(session, EVIDENCE_TOPIC, convert.tree_head_event(head))
 
     def _export(self, result: IntegrationResult) -> None:
         head = result.head

@@ -29,11 +29,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from signet.common.db import Database, utcnow
 from signet.common.errors import FailedPrecondition
-from signet.common.events import EVIDENCE_TOPIC, new_envelope
+from signet.common.events import EVIDENCE_TOPIC
 from signet.common.metrics import counter
 from signet.common.outbox import Outbox
 from signet.common.v1 import common_pb2
-from signet.events.v1 import events_pb2
+from signet.evidence import convert
 from signet.evidence.domain import (
     CertifiedKey,
     KeyPurpose,
@@ -299,11 +299,7 @@ class TimestampAuthority:
     def _record(
         self, serial: str, gen_time: datetime, hash_name: str, hashed: bytes, token_der: bytes
     ) -> None:
-        event = events_pb2.TimestampIssued(
-            serial=serial,
-            message_imprint=common_pb2.Digest(algorithm=_HASH_ENUM[hash_name], value=hashed),
-        )
-        event.gen_time.FromDatetime(gen_time)
+        event = convert.timestamp_event(serial, _HASH_ENUM[hash_name], hashed, gen_time)
         with self.db.session() as session:
             LogRepository(session).add_timestamp(
                 TimestampToken(
@@ -315,7 +311,5 @@ class TimestampAuthority:
                     token_der=token_der,
                 )
             )
-            Outbox.add(
-                session, EVIDENCE_TOPIC, new_envelope(event, source="evidence", subject=serial)
-            )
+            Outbox.add(session, EVIDENCE_TOPIC, event)
         self.on_commit()
