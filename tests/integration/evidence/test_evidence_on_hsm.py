@@ -37,11 +37,12 @@ from signet.evidence import merkle
 from signet.evidence.backends.signer import SignerKeyService
 from signet.evidence.certs import verify_timestamp_token
 from signet.evidence.domain import KeyPurpose
+from signet.evidence.repository import LogRepository
 from signet.evidence.treehead import verify_tree_head
 from signet.evidence.v1 import evidence_pb2
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 from tests.fixtures.evidence import EvidenceEnv, evidence_env, signing_flow, timestamp_request
-from tests.fixtures.pki import Pki, openssl_cms_verify, openssl_ts_verify
+from tests.fixtures.pki import Pki, blank_pdf, openssl_cms_verify, openssl_ts_verify
 from tests.fixtures.signer import SignerHarness, signer_harness
 
 pytestmark = pytest.mark.softhsm
@@ -177,6 +178,34 @@ def test_the_signers_cades_b_t_path_time_stamps_with_this_tsa(env: Env, tmp_path
     signer_info = asn1_cms.ContentInfo.load(reply.signed_output)["content"]["signer_infos"][0]
     assert info.imprint == hashlib.sha256(signer_info["signature"].native).digest()
     assert info.tsa_certificate.subject.rfc4514_string() == "CN=Signet TSA"
+
+
+def test_the_signers_pades_b_t_path_time_stamps_with_this_tsa(env: Env) -> None:
+    signer = env.harness.serve(tsa_url=env.evidence.http.url + "/tsa")
+    ca = env.harness.stub(signer, "ca-gateway")
+    subscriber = _subscriber(env, ca)
+    pdf = blank_pdf()
+    grant, _ = _grant(env, signer, subscriber, hashlib.sha256(pdf).digest())
+    reply = ca.SignDocument(
+        signer_pb2.SignDocumentRequest(
+            key_id=subscriber.key_id,
+            grant=grant,
+            format=signer_pb2.DOCUMENT_FORMAT_PADES,
+            level=signer_pb2.SIGNATURE_LEVEL_B_T,
+            certificate_chain_der=[
+                env.evidence.ca.der(_serial(env, subscriber)),
+                env.evidence.pki.root_der,
+            ],
+            document=pdf,
+        )
+    )
+    status = env.evidence.pki.pdf_signature_status(reply.signed_output)
+    assert status.bottom_line
+    assert status.timestamp_validity is not None and status.timestamp_validity.trusted
+    token_sha = hashlib.sha256(reply.timestamp_token).digest()
+    with env.evidence.db.session() as session:
+        kept = LogRepository(session).timestamps_by_sha256([token_sha])
+        assert [t.token_der for t in kept] == [reply.timestamp_token]
 
 
 _SERIALS: dict[str, str] = {}

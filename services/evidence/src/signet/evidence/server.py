@@ -3,13 +3,17 @@
 Composition root: the database, the signer (log and TSA keys) and the ca-gateway (TSA
 certificate, certificates for packages) as gRPC clients, the log with its sequencer, the
 Kafka consumer of every topic, the TSA with its HTTP face, witnesses, and the gRPC server.
+
+The service serves at once, even while the signer or the ca-gateway is not answering yet:
+appends are queued from the first moment; the sequencer obtains the log key and signs the
+first head as soon as the signer answers, and the TSA gets its certificate in the
+background. Until then the calls that need them answer FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from signet.common.channels import TlsConfig, create_channel
 from signet.common.errors import ServiceError
@@ -31,7 +35,6 @@ from signet.evidence.tsa import TimestampAuthority
 from signet.evidence.v1 import evidence_pb2, evidence_pb2_grpc
 
 SERVICE_NAME = evidence_pb2.DESCRIPTOR.services_by_name["EvidenceService"].full_name
-START_TIMEOUT_SECONDS = 120.0
 _log = logging.getLogger("signet.evidence.server")
 
 
@@ -85,22 +88,6 @@ class TsaStarter:
             return
 
 
-def start_log(log: EvidenceLog, timeout: float = START_TIMEOUT_SECONDS) -> None:
-    """Create or load the log key and sign the first head, waiting for the signer to answer."""
-    deadline = time.monotonic() + timeout
-    backoff = 0.5
-    while True:
-        try:
-            log.start()
-            return
-        except ServiceError as err:
-            if not err.retryable or time.monotonic() > deadline:
-                raise SystemExit(f"evidence: cannot start the log: {err.message}") from None
-            _log.warning("signer not ready; retrying", extra={"backoff_seconds": backoff})
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-
-
 def main() -> None:
     """Migrate the database, start the log, then serve until SIGTERM."""
     settings = EvidenceSettings()
@@ -119,7 +106,6 @@ def main() -> None:
         on_commit=runtime.committed,
         witnesses=witnesses(settings),
     )
-    start_log(log)
     tsa: TimestampAuthority | None = None
     directory: CaGatewayDirectory | None = None
     if settings.ca_gateway_targets:

@@ -145,6 +145,11 @@ class EvidenceLog:
             self.integrate(force_sign=True)
 
     @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has succeeded (the log key is known)."""
+        return self._key is not None
+
+    @property
     def key(self) -> SigningKey:
         """The log key (after :meth:`start`)."""
         if self._key is None:
@@ -534,6 +539,9 @@ class Sequencer:
                 break
             due = time.monotonic() - last_signed >= self._sign_every
             try:
+                if not self._log.started:
+                    # The log key and the first head; retried until the signer answers.
+                    self._log.start()
                 result = self._log.integrate(force_sign=due)
                 signed = result.head is not None
                 while result.head is not None and len(result.event_ids) >= self._log.batch_size:

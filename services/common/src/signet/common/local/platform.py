@@ -28,6 +28,7 @@ from signet.common.local import softhsm
 
 KAFKA_PORT = 19092
 KAFKA_CONTROLLER_PORT = 19093
+EVIDENCE_HTTP_PORT = 8084
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ def service_env(
     env[p + "KAFKA_BOOTSTRAP"] = bootstrap
     for other in services():
         env[p + other.package.upper() + "_TARGETS"] = other.address
+    if svc.name == "evidence":
+        # The evidence service's HTTP face (RFC 3161 TSA, log key) shifts with the rest.
+        env[p + "HTTP_PORT"] = str(EVIDENCE_HTTP_PORT + port_offset())
     return env
 
 
