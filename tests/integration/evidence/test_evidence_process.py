@@ -143,6 +143,18 @@ def _post_tsa(url: str, body: bytes) -> bytes:
         return bytes(reply.read())
 
 
+def _log_key(stub: evidence_pb2_grpc.EvidenceServiceStub) -> evidence_pb2.GetLogPublicKeyResponse:
+    """The log key, once the sequencer has obtained it from the signer (it serves before)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return stub.GetLogPublicKey(evidence_pb2.GetLogPublicKeyRequest())
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def test_the_evidence_process_serves_keeps_its_key_and_drains(
     signer_address: str, ca_double: str, tmp_path: Path, test_pki: Pki
 ) -> None:
@@ -150,7 +162,7 @@ def test_the_evidence_process_serves_keeps_its_key_and_drains(
     with evidence_process(tmp_path, signer_address, ca_double, http_port) as (address, proc):
         channel = grpc.insecure_channel(address)
         stub = evidence_pb2_grpc.EvidenceServiceStub(channel)
-        key = stub.GetLogPublicKey(evidence_pb2.GetLogPublicKeyRequest())
+        key = _log_key(stub)
         event = new_envelope(events_pb2.KeyCreated(key_id="k-p"), source="signer", subject="k-p")
         appended = stub.Append(evidence_pb2.AppendRequest(event=event, wait_for_integration=True))
         proof = stub.GetInclusionProof(
@@ -189,7 +201,7 @@ def test_the_evidence_process_serves_keeps_its_key_and_drains(
     with evidence_process(tmp_path, signer_address, ca_double, free_port()) as (address, _):
         channel = grpc.insecure_channel(address)
         stub = evidence_pb2_grpc.EvidenceServiceStub(channel)
-        again = stub.GetLogPublicKey(evidence_pb2.GetLogPublicKeyRequest())
+        again = _log_key(stub)
         assert again.spki_der == key.spki_der
         size = stub.GetSignedTreeHead(evidence_pb2.GetSignedTreeHeadRequest()).tree_head.tree_size
         assert size >= 1
