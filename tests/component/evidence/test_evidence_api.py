@@ -493,6 +493,7 @@ def test_file_witness_keeps_heads_and_flags_a_rewritten_log(
     for _ in range(4):
         env.stub.Append(_event())
     env.log.integrate()
+    assert env.log.flush_witnesses()
     kept = witness.latest(env.log.public_key().log_id)
     assert kept is not None and kept.tree_size == env.log.tree_head().tree_size
     # A rewritten log: a head of a larger size whose proof does not extend the kept head.
@@ -552,6 +553,7 @@ def test_http_witness_receives_each_head_with_a_consistency_proof(env: EvidenceE
             for _ in range(3):
                 env.stub.Append(_event())
             env.log.integrate()
+            assert env.log.flush_witnesses()
     finally:
         env.log.witnesses = []
         server.shutdown()
@@ -602,3 +604,36 @@ def test_appends_and_duplicates_are_counted_in_metrics(env: EvidenceEnv) -> None
     env.stub.Append(request)
     assert sample("appended") == appended + 1
     assert sample("duplicate") == duplicates + 1
+
+
+def test_a_stuck_witness_does_not_hold_up_integration(env: EvidenceEnv) -> None:
+    release = threading.Event()
+    offered: list[int] = []
+
+    class StuckWitness:
+        def export(
+            self, head: SignedTreeHead, public_key_pem: str, consistency: ConsistencyProof | None
+        ) -> None:
+            offered.append(head.tree_size)
+            release.wait()
+
+    env.log.witnesses = [StuckWitness()]
+
+    def integrate_three() -> None:
+        for _ in range(3):
+            env.stub.Append(_event())
+            env.log.integrate()
+
+    worker = threading.Thread(target=integrate_three)
+    try:
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "integration waited for the witness"
+    finally:
+        release.set()
+    assert env.log.flush_witnesses()
+    env.log.witnesses = []
+    # The witness got the first head, then (coalesced) the newest one.
+    assert offered[0] >= 1
+    assert offered[-1] == env.log.tree_head().tree_size
+    assert len(offered) <= 3

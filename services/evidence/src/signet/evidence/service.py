@@ -133,6 +133,11 @@ class EvidenceLog:
     _wake: threading.Event = field(default_factory=threading.Event, repr=False)
     _writer: GroupCommitter[NewEntry, Appended] | None = field(default=None, repr=False)
     _appender_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _witness_cv: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _witness_pending: SignedTreeHead | None = field(default=None, repr=False)
+    _witness_busy: bool = field(default=False, repr=False)
+    _witness_stop: bool = field(default=False, repr=False)
+    _witness_thread: threading.Thread | None = field(default=None, repr=False)
 
     # ---- key ------------------------------------------------------------------------
 
@@ -178,11 +183,17 @@ class EvidenceLog:
             return self._writer
 
     def close(self) -> None:
-        """Finish queued appends and stop the append writer."""
+        """Finish queued appends, stop the append writer and the witness thread."""
         with self._appender_lock:
             writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
+        with self._witness_cv:
+            self._witness_stop = True
+            thread = self._witness_thread
+            self._witness_cv.notify_all()
+        if thread is not None:
+            thread.join(30)
 
     def append(self, envelope: EventEnvelope) -> AppendResult:
         """Queue ``envelope`` for the log; an event id already present appends nothing."""
@@ -339,29 +350,69 @@ class EvidenceLog:
             )
         Outbox.add(session, EVIDENCE_TOPIC, convert.tree_head_event(head))
 
+    # ---- witnesses ------------------------------------------------------------------
+
     def _export(self, result: IntegrationResult) -> None:
-        head = result.head
-        if not self.witnesses or head is None:
+        """Hand the new head to the witness thread; a slow witness never delays the log."""
+        if not self.witnesses or result.head is None:
             return
-        pem = self.public_key().pem
-        consistency: ConsistencyProof | None = None
-        if 0 < result.first_index < head.tree_size:
-            try:
-                consistency = ConsistencyProof(
-                    result.first_index,
-                    self.consistency_proof(result.first_index, head.tree_size).hashes,
-                    head,
+        with self._witness_cv:
+            # Only the newest head waits: a witness that was down gets one proof from the
+            # last head it accepted to the newest, not a backlog.
+            self._witness_pending = result.head
+            if self._witness_thread is None:
+                self._witness_thread = threading.Thread(
+                    target=self._witness_loop, name="evidence-witnesses", daemon=True
                 )
-            except ServiceError as err:
-                _log.warning("no consistency proof for witnesses", extra={"error": err.message})
-        for witness in self.witnesses:
+                self._witness_thread.start()
+            self._witness_cv.notify_all()
+
+    def flush_witnesses(self, timeout: float = 30.0) -> bool:
+        """Wait until every head handed out so far was offered to the witnesses."""
+        deadline = time.monotonic() + timeout
+        with self._witness_cv:
+            while self._witness_pending is not None or self._witness_busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._witness_cv.wait(remaining)
+        return True
+
+    def _witness_loop(self) -> None:
+        delivered: dict[int, int] = {}
+        while True:
+            with self._witness_cv:
+                while self._witness_pending is None and not self._witness_stop:
+                    self._witness_cv.wait()
+                head = self._witness_pending
+                if head is None:
+                    return
+                self._witness_pending = None
+                self._witness_busy = True
             try:
+                self._deliver(head, delivered)
+            finally:
+                with self._witness_cv:
+                    self._witness_busy = False
+                    self._witness_cv.notify_all()
+
+    def _deliver(self, head: SignedTreeHead, delivered: dict[int, int]) -> None:
+        pem = self.public_key().pem
+        for number, witness in enumerate(self.witnesses):
+            first = delivered.get(number, 0)
+            consistency: ConsistencyProof | None = None
+            try:
+                if 0 < first < head.tree_size:
+                    proof = self.consistency_proof(first, head.tree_size)
+                    consistency = ConsistencyProof(first, proof.hashes, head)
                 witness.export(head, pem, consistency)
             except Exception as err:  # noqa: BLE001  (a witness never stops the log)
                 _log.warning(
                     "witness export failed",
                     extra={"witness": type(witness).__name__, "error": type(err).__name__},
                 )
+                continue
+            delivered[number] = head.tree_size
 
     # ---- reading --------------------------------------------------------------------
 
