@@ -93,7 +93,13 @@ def _envelope(source: str = "signer") -> evidence_pb2.AppendRequest:
 
 
 def _size(stub: evidence_pb2_grpc.EvidenceServiceStub) -> int:
-    head = stub.GetSignedTreeHead(evidence_pb2.GetSignedTreeHeadRequest(), timeout=10)
+    """Entries under the latest signed head; 0 before the first head is signed."""
+    try:
+        head = stub.GetSignedTreeHead(evidence_pb2.GetSignedTreeHeadRequest(), timeout=10)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return 0
+        raise
     return int(head.tree_head.tree_size)
 
 
@@ -223,8 +229,9 @@ def evidence_throughput() -> Figures:
                 _signer_process(token, state, bearer) as signer,
                 _evidence_process(state, signer, bearer, broker.bootstrap) as address,
             ):
-                stub = evidence_pb2_grpc.EvidenceServiceStub(grpc.insecure_channel(address))
-                _wait_size(stub, len(ALL_TOPICS), 120)
+                with grpc.insecure_channel(address) as channel:
+                    # The setup records: the log is signing heads and consuming.
+                    _wait_size(evidence_pb2_grpc.EvidenceServiceStub(channel), len(ALL_TOPICS), 120)
                 figures = _grpc_appends(address)
                 figures.update(_kafka_appends(address, broker.bootstrap))
                 figures.update(_proof_latency(address))
