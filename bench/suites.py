@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-from bench import signer  # noqa: F401  (registers the signer benchmark)
+from bench import (
+    evidence,  # noqa: F401  (registers the evidence benchmark)
+    signer,  # noqa: F401  (registers the signer benchmark)
+)
 from bench.harness import REGISTRY, Figures, rate
 
 

@@ -69,7 +69,7 @@ _BASE = (
 
 
 # Relying-party HTTP endpoints (CRL, OCSP, CA certificates; RFC 3161 timestamps).
-_HTTP_PORTS = {"ca-gateway": 8082}
+_HTTP_PORTS = {"ca-gateway": 8082, "evidence": 8084}
 
 LOCAL_ADMIN = "local-admin"
 """The principal whose token ``make run`` leaves for a developer's own calls."""

@@ -1,0 +1,1 @@
+"""Implementations of the evidence service's dependencies (signer, ca-gateway, witnesses)."""
