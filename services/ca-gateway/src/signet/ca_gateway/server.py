@@ -84,11 +84,11 @@ def main() -> None:
             gateway = build_gateway(settings, runtime)
             break
         except Unavailable as err:
-            # The signer may still be starting (all services start together).
+            # The signer (or the database) may still be starting: services start together.
             if time.monotonic() >= deadline:
                 runtime.close()
                 raise SystemExit(f"ca-gateway: cannot start: {err.message}") from None
-            _log.warning("waiting for the signer", extra={"error": err.code.name})
+            _log.warning("waiting for a dependency", extra={"reason": err.message})
             time.sleep(1.0)
         except ServiceError as err:
             runtime.close()
