@@ -21,6 +21,7 @@ from cryptography import x509
 from signet.ca_gateway.v1 import ca_gateway_pb2, ca_gateway_pb2_grpc
 from signet.common.channels import create_channel
 from signet.common.local import platform
+from signet.identity.v1 import identity_pb2, identity_pb2_grpc
 
 pytestmark = [pytest.mark.kafka, pytest.mark.softhsm, pytest.mark.slow]
 
@@ -72,11 +73,34 @@ def _check_the_ca_was_bootstrapped() -> None:
             ca_gateway_pb2.GetCaCertificatesRequest()
         )
     assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    _check_tenant_credentials_reach_the_ca(ca.address, admin)
     crl_url = f"http://127.0.0.1:{platform.http_port('ca-gateway')}/crl/issuing-1.crl"
     with urllib.request.urlopen(crl_url, timeout=10) as reply_crl:
         crl = x509.load_der_x509_crl(reply_crl.read())
     issuing = next(c for c in reply.certificates if c.role == ca_gateway_pb2.CA_ROLE_ISSUING)
     assert crl.is_signature_valid(x509.load_der_x509_certificate(issuing.der).public_key())  # type: ignore[arg-type]
+
+
+def _check_tenant_credentials_reach_the_ca(ca_address: str, admin: str) -> None:
+    """A tenant's API credential from identity is accepted by the CA gateway, for its tenant."""
+    (identity,) = [s for s in platform.services() if s.name == "identity"]
+    with create_channel(identity.address, default_timeout=10, bearer_token=admin) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        tenant = stub.CreateTenant(identity_pb2.CreateTenantRequest(name="Platform Test Tenant"))
+        created = stub.CreateApiCredential(
+            identity_pb2.CreateApiCredentialRequest(
+                tenant_id=tenant.tenant.tenant_id, display_name="platform test", scopes=["sign"]
+            )
+        )
+    with create_channel(ca_address, default_timeout=10, bearer_token=created.token) as channel:
+        ca_stub = ca_gateway_pb2_grpc.CaGatewayServiceStub(channel)
+        own = ca_stub.ListCertificates(
+            ca_gateway_pb2.ListCertificatesRequest(tenant_id=tenant.tenant.tenant_id)
+        )
+        assert list(own.certificates) == []
+        with pytest.raises(grpc.RpcError) as other:
+            ca_stub.ListCertificates(ca_gateway_pb2.ListCertificatesRequest(tenant_id="t-other"))
+        assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_run_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

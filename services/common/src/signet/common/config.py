@@ -57,6 +57,9 @@ class ServiceSettings(BaseSettings):
     # The bearer token this service presents when it calls other Signet services
     # (auth_mode=token on the callee); empty = call without credentials.
     service_token: SecretStr = SecretStr("")
+    # Where identity is: with token or mtls auth, tenants' API credentials are accepted
+    # too and checked there (AuthenticateApiCredential); empty = service credentials only.
+    identity_targets: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""

@@ -17,7 +17,15 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from signet.common.auth import AuthContext, Authenticator, Metadata, Principal, bearer_token
+from signet.common.auth import (
+    AuthContext,
+    Authenticator,
+    Metadata,
+    Principal,
+    bearer_token,
+    build_authenticator,
+)
+from signet.common.config import ServiceSettings
 from signet.common.errors import ServiceError, Unauthenticated, Unavailable
 
 CredentialLookup = Callable[[str], Principal]
@@ -120,3 +128,25 @@ def principal_lookup(check: Callable[[str], tuple[str, str, Sequence[str]]]) -> 
         )
 
     return lookup
+
+
+def platform_authenticator(settings: ServiceSettings) -> Authenticator:
+    """The credentials a service other than identity accepts.
+
+    Those of its ``auth_mode``, and tenants' API credentials checked by identity when
+    ``identity_targets`` is set. With ``auth_mode`` none nothing is checked, as before.
+    Identity is asked with this service's own token (or mTLS certificate); an accepted
+    credential is cached briefly.
+    """
+    base = build_authenticator(settings)
+    if settings.auth_mode == "none" or not settings.identity_targets:
+        return base
+    from signet.common.channels import TlsConfig, create_channel
+
+    channel = create_channel(
+        settings.identity_targets,
+        default_timeout=5.0,
+        tls=TlsConfig.from_settings(settings),
+        bearer_token=settings.service_token.get_secret_value() or None,
+    )
+    return ChainAuthenticator([base, CredentialAuthenticator(remote_lookup(channel), ttl=5.0)])

@@ -16,7 +16,9 @@ from typing import Any
 
 import grpc
 
+from signet.common.auth import Authenticator
 from signet.common.config import ServiceSettings
+from signet.common.credentials import platform_authenticator
 from signet.common.db import Database
 from signet.common.kafka import KafkaPublisher
 from signet.common.kafkaconfig import kafka_client_config
@@ -102,13 +104,19 @@ def run(
     add_to_server: Callable[[Any, grpc.Server], None],
     *,
     service_names: Sequence[str],
+    authenticator: Authenticator | None = None,
 ) -> None:
-    """Serve ``servicer`` until SIGTERM, then drain, stop the loops and close the database."""
+    """Serve ``servicer`` until SIGTERM, then drain, stop the loops and close the database.
+
+    ``authenticator`` defaults to the service's ``auth_mode`` credentials plus tenants'
+    API credentials checked by identity (:func:`~signet.common.credentials.platform_authenticator`).
+    """
     try:
         serve(
             runtime.settings,
             lambda server: add_to_server(servicer, server),
             service_names=service_names,
+            authenticator=authenticator or platform_authenticator(runtime.settings),
             background=runtime.background,
         )
     finally:
