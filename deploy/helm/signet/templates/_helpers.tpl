@@ -12,7 +12,8 @@ five services are rendered by one definition each and cannot drift apart.
 {{- end -}}
 {{- end -}}
 
-{{/* The static facts of each service: its name, settings prefix and whom it calls. */}}
+{{/* The static facts of each service: its name, settings prefix and whom it calls.
+Every service calls identity to check tenants' API credentials (AuthenticateApiCredential). */}}
 {{- define "signet.catalog" -}}
 identity:
   name: identity
@@ -25,11 +26,11 @@ caGateway:
 signer:
   name: signer
   prefix: SIGNET_SIGNER_
-  calls: []
+  calls: [identity]
 evidence:
   name: evidence
   prefix: SIGNET_EVIDENCE_
-  calls: [signer, caGateway]
+  calls: [signer, caGateway, identity]
 notify:
   name: notify
   prefix: SIGNET_NOTIFY_
