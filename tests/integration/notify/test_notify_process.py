@@ -113,6 +113,9 @@ def test_notify_process_turns_events_into_mail_and_records_incidents(
                             ),
                             accounts=pb.AffectedAccounts(account_ids=[account]),
                             channels=[pb.CHANNEL_EMAIL],
+                            # The channel retries UNAVAILABLE (evidence slow under load);
+                            # the key makes a retried declaration one incident.
+                            idempotency_key="incident-process-test",
                         )
                     )
                 finally:
