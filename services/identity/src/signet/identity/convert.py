@@ -15,6 +15,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from signet.common.errors import InvalidArgument
+from signet.common.prototime import timestamp
 from signet.common.v1 import common_pb2
 from signet.identity.domain import (
     AccountView,
@@ -87,15 +88,6 @@ def from_proto(enum_cls: type[_E], number: int, field: str) -> _E:
     except ValueError as err:
         raise InvalidArgument(f"{field} has an unknown value {number}") from err
     return enum_cls(name.removeprefix(prefix).lower())
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    """A proto timestamp (None stays None, so the field stays unset)."""
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def from_timestamp(message: object, field: str) -> datetime | None:

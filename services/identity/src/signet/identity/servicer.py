@@ -11,6 +11,7 @@ import json
 
 import grpc
 
+from signet.common import prototime
 from signet.common.auth import current_principal
 from signet.common.errors import InvalidArgument
 from signet.identity import convert
@@ -209,7 +210,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.RotateApiCredentialResponse(
             credential=convert.credential_message(view),
             token=token,
-            previous_token_valid_until=convert.timestamp(until),
+            previous_token_valid_until=prototime.timestamp(until),
         )
 
     def RevokeApiCredential(
@@ -230,7 +231,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             credential_id=found.credential_id,
             tenant_id=found.tenant_id,
             scopes=list(found.scopes),
-            expires_at=convert.timestamp(found.expires_at),
+            expires_at=prototime.timestamp(found.expires_at),
         )
 
     # ---- real-name verification ------------------------------------------------------
@@ -289,7 +290,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             verification_id=started.verification_id,
             method=convert.to_proto(started.method),  # type: ignore[arg-type]
             status=convert.to_proto(started.status),  # type: ignore[arg-type]
-            expires_at=convert.timestamp(started.expires_at),
+            expires_at=prototime.timestamp(started.expires_at),
             masked_code_destination=started.masked_code_destination,
             face_session_url=started.face_session_url,
             failure_reason=convert.to_proto(started.failure_reason),  # type: ignore[arg-type]
@@ -345,7 +346,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.StartWillingnessResponse(
             willingness_id=started.willingness_id,
             method=convert.to_proto(started.method),  # type: ignore[arg-type]
-            expires_at=convert.timestamp(started.expires_at),
+            expires_at=prototime.timestamp(started.expires_at),
             masked_code_destination=started.masked_code_destination,
             face_session_url=started.face_session_url,
             attempts_remaining=started.attempts_remaining,
@@ -391,8 +392,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     x=jwk["x"],
                     y=jwk["y"],
                     spki_der=view.spki_der,
-                    not_before=convert.timestamp(view.not_before),
-                    not_after=convert.timestamp(view.not_after),
+                    not_before=prototime.timestamp(view.not_before),
+                    not_after=prototime.timestamp(view.not_after),
                 )
             )
         return identity_pb2.GetGrantVerificationKeysResponse(
@@ -481,7 +482,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             request_id=request_id,
             media_type="application/json",
             document=document,
-            generated_at=convert.timestamp(generated_at),
+            generated_at=prototime.timestamp(generated_at),
         )
 
     def CorrectPersonalData(

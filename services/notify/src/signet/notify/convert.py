@@ -7,11 +7,10 @@ INVALID_ARGUMENT naming the field.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
+from datetime import datetime
 
 from signet.common.errors import InvalidArgument
+from signet.common.prototime import timestamp
 from signet.events.v1 import events_pb2
 from signet.notify.domain import (
     AttemptView,
@@ -95,22 +94,6 @@ def severity_from_proto(value: int) -> str:
 def severity_to_proto(severity: str) -> notify_pb2.IncidentSeverity.ValueType:
     """``high`` -> ``INCIDENT_SEVERITY_HIGH``."""
     return notify_pb2.IncidentSeverity.Value("INCIDENT_SEVERITY_" + severity.upper())
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp, or None for None."""
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def from_timestamp(ts: Timestamp, present: bool) -> datetime | None:
-    """The UTC datetime of a Timestamp field, None when the field is unset."""
-    if not present:
-        return None
-    return ts.ToDatetime(tzinfo=UTC)
 
 
 def attempt_message(view: AttemptView) -> notify_pb2.DeliveryAttempt:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import grpc
 
+from signet.common import prototime
 from signet.common.auth import current_principal
 from signet.common.errors import InvalidArgument
 from signet.notify import convert
@@ -56,7 +57,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
                 sensitive_params=frozenset(request.sensitive_params),
                 locale=request.locale,
                 idempotency_key=request.idempotency_key,
-                deliver_before=convert.from_timestamp(
+                deliver_before=prototime.instant(
                     request.deliver_before, request.HasField("deliver_before")
                 ),
             ),
@@ -152,17 +153,15 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
                     advice=notice.advice,
                     remedies=notice.remedies,
                 ),
-                happened_at=convert.from_timestamp(
-                    request.happened_at, request.HasField("happened_at")
-                ),
-                discovered_at=convert.from_timestamp(
+                happened_at=prototime.instant(request.happened_at, request.HasField("happened_at")),
+                discovered_at=prototime.instant(
                     request.discovered_at, request.HasField("discovered_at")
                 ),
                 account_ids=tuple(request.accounts.account_ids) if scope == "accounts" else (),
                 tenant_scope=request.tenant_id if scope == "tenant_id" else "",
                 all_accounts=scope == "all_accounts" and request.all_accounts,
                 channels=tuple(channels),
-                regulator_notified_at=convert.from_timestamp(
+                regulator_notified_at=prototime.instant(
                     request.regulator_notified_at, request.HasField("regulator_notified_at")
                 ),
                 declared_by=request.declared_by,
