@@ -35,7 +35,7 @@ if [[ $mode == --check ]]; then
   while IFS= read -r have; do
     rel=${have#services/common/src/}
     [[ -f $OUT/$rel ]] || { echo "orphan generated file: $have" >&2; stale=1; }
-  done < <(find services/common/src/signet -path '*/v1/*' \( -name '*_pb2*.py*' -o -name '__init__.py' \))
+  done < <(find services/common/src/signet -path '*/v1/*' -not -path '*/__pycache__/*' \( -name '*_pb2*.py*' -o -name '__init__.py' \))
   ((stale == 0)) || { echo "run 'make proto' and commit the result" >&2; exit 1; }
   echo "generated code is up to date"
 fi
