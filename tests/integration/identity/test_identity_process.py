@@ -26,11 +26,11 @@ from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo
 from signet.common.pkcs11 import Pkcs11Pool
 from signet.common.testing.grpc import InProcessServer, settings_for_tests
+from signet.common.testing.http import ProviderTestDouble
 from signet.common.v1 import common_pb2
 from signet.identity.v1 import identity_pb2, identity_pb2_grpc
 from signet.notify.v1 import notify_pb2_grpc
 from signet.signer.v1 import signer_pb2
-from signet.common.testing.http import ProviderTestDouble
 from tests.fixtures.identity import NotifyTestDouble, make_id_number
 from tests.fixtures.signer import SignerHarness, signer_harness
 

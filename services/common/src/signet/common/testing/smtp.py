@@ -112,7 +112,10 @@ class SmtpTestServer:
         port: int = 0,
         maildir: Path | None = None,
     ) -> None:
-        box = None if maildir is None else mailbox.Maildir(maildir, create=True)
+        box = None
+        if maildir is not None:
+            maildir.parent.mkdir(parents=True, exist_ok=True)
+            box = mailbox.Maildir(maildir, create=True)
         self.handler = _SmtpHandler(maildir=box)
         self.security = security
         self.cert_file = ""
