@@ -354,6 +354,7 @@ def test_wrong_willingness_code_is_refused_with_a_clear_status(
     story: Story, local_platform: Platform
 ) -> None:
     signatory = story.person.signatory
+    sent = local_platform.inbox.expect_code("sms", signatory.phone)
     with pytest.raises(SignetError) as wrong:
         local_platform.flows.confirm_willingness(
             signatory, [sha256(b"another document")], code="000000"
@@ -362,6 +363,8 @@ def test_wrong_willingness_code_is_refused_with_a_clear_status(
     assert wrong.value.method == "ConfirmWillingness"
     assert "code" in wrong.value.message
     assert "Traceback" not in wrong.value.message
+    # The real code did arrive; read it so the next check does not take it for its own.
+    assert sent(WAIT) != "000000"
 
 
 def test_replayed_grant_is_permission_denied(story: Story, local_platform: Platform) -> None:

@@ -22,7 +22,8 @@ class Identity(identity_pb2_grpc.IdentityServiceServicer):
     def CreateTenant(
         self, request: identity_pb2.CreateTenantRequest, context: grpc.ServicerContext
     ) -> identity_pb2.CreateTenantResponse:
-        self.authorization.append(dict(context.invocation_metadata()).get("authorization", ""))
+        metadata = dict(context.invocation_metadata())
+        self.authorization.append(str(metadata.get("authorization", "")))
         return identity_pb2.CreateTenantResponse(
             tenant=identity_pb2.Tenant(tenant_id="t-1", name=request.name)
         )
