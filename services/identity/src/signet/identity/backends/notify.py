@@ -6,7 +6,8 @@ neither stores nor logs it in clear; the idempotency key makes a retried send ha
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -39,6 +40,9 @@ class NotifyCodeSender:
             if channel == "sms"
             else notify_pb2.Recipient(email_address=destination)
         )
+        # The templates say how long the code is valid, in whole minutes (never 0).
+        remaining = (expires_at - datetime.now(UTC)).total_seconds()
+        minutes = max(1, math.ceil(remaining / 60))
         deliver_before = Timestamp()
         deliver_before.FromDatetime(expires_at)
         request = notify_pb2.SendNotificationRequest(
@@ -46,7 +50,7 @@ class NotifyCodeSender:
             channel=notify_pb2.CHANNEL_SMS if channel == "sms" else notify_pb2.CHANNEL_EMAIL,
             recipient=recipient,
             template_id=template_id,
-            params={"code": code, "valid_minutes": "5"},
+            params={"code": code, "minutes": str(minutes)},
             sensitive_params=["code"],
             category=notify_pb2.NOTIFICATION_CATEGORY_ONE_TIME_CODE,
             locale=locale,
