@@ -46,6 +46,7 @@ from signet.sdk.samples import (
     sample_id_number,
     sample_phone,
 )
+from signet.signer.v1 import signer_pb2
 
 CERTIFICATE_ISSUED = "signet.events.v1.CertificateIssued"
 WEBHOOK_EVENT_TYPES = (SIGNATURE_CREATED, CERTIFICATE_ISSUED)
@@ -210,9 +211,13 @@ def _story(
         transaction_id=transaction,
         field_name="Seller",
         method=identity_pb2.WILLINGNESS_METHOD_EMAIL_CODE,
+        level=signer_pb2.SIGNATURE_LEVEL_B_T,
         reason="Sealed by the seller",
     )
-    say(f"sealed by the enterprise (operator's email code): {second.signature_id}")
+    say(
+        "sealed by the enterprise (operator's email code, PAdES B-T with the platform TSA's"
+        f" timestamp): {second.signature_id}"
+    )
     report.signatures = [first.signature_id, second.signature_id]
     signed_path = out_dir / f"contract-{transaction}.pdf"
     signed_path.write_bytes(second.pdf)
@@ -222,6 +227,8 @@ def _story(
     checks = validate_pdf_signatures(second.pdf, roots)
     if [c.field_name for c in checks] != ["Buyer", "Seller"] or not all(c.ok for c in checks):
         raise DemoFailure("validate PDF", f"PDF signatures not all valid: {checks}")
+    if checks[1].timestamped_at is None or not checks[1].timestamp_trusted:
+        raise DemoFailure("validate PDF", "the seal's signature timestamp is missing or untrusted")
     report.pdf_signatures_valid = len(checks)
     say(f"both PDF signatures intact, valid and trusted (pyHanko, root CA): {signed_path}")
 

@@ -32,6 +32,10 @@ class PdfSignatureReport:
     signing_time: datetime | None
     coverage: str
     modified_after: bool
+    timestamped_at: datetime | None = None
+    """The genTime of the signature timestamp (PAdES B-T), when there is one."""
+    timestamp_trusted: bool = False
+    """Whether that timestamp token is intact, valid and from a TSA chaining to the roots."""
 
     @property
     def ok(self) -> bool:
@@ -49,6 +53,7 @@ def validate_pdf_signatures(
     for embedded in reader.embedded_signatures:
         status = validate_pdf_signature(embedded, ValidationContext(trust_roots=roots))
         modification = status.modification_level
+        stamp = status.timestamp_validity
         reports.append(
             PdfSignatureReport(
                 field_name=str(embedded.field_name),
@@ -60,6 +65,9 @@ def validate_pdf_signatures(
                 coverage=status.coverage.name if status.coverage is not None else "UNKNOWN",
                 modified_after=modification is not None
                 and modification.name not in ("NONE", "LTA_UPDATES", "FORM_FILLING"),
+                timestamped_at=stamp.timestamp if stamp is not None else None,
+                timestamp_trusted=stamp is not None
+                and bool(stamp.intact and stamp.valid and stamp.trusted),
             )
         )
     return reports

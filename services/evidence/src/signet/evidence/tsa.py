@@ -274,7 +274,9 @@ class TimestampAuthority:
                 "signature": signature,
             }
         )
-        certificates = [cert] if cert_req else []
+        # With certReq the token carries the TSA certificate and the CAs between it and the
+        # root, so a relying party holding only the root can build the path (RFC 3161 2.4.1).
+        certificates = [cert, *_intermediates(certified.chain_der)] if cert_req else []
         signed_data = cms.SignedData(
             {
                 "version": "v3",
@@ -313,3 +315,9 @@ class TimestampAuthority:
             )
             Outbox.add(session, EVIDENCE_TOPIC, event)
         self.on_commit()
+
+
+def _intermediates(chain_der: tuple[bytes, ...]) -> list[x509.Certificate]:
+    """The chain's CA certificates without the self-signed root (relying parties have it)."""
+    chain = [x509.Certificate.load(der) for der in chain_der]
+    return [c for c in chain if c.self_signed == "no"]

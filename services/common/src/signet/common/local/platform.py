@@ -199,6 +199,9 @@ def service_env(
     if port is not None:
         env[p + "HTTP_PORT"] = str(port)
     env.update(sandbox.service_env(svc.package, sandbox.SandboxPorts.shifted(port_offset()), env))
+    if svc.name == "signer":
+        # B-T signatures take their timestamp from the platform's own TSA (evidence's HTTP).
+        env.setdefault(p + "TSA_URL", f"http://127.0.0.1:{http_port('evidence')}/tsa")
     if svc.name == "notify":
         # Sealed addresses and webhook secrets must survive a restart of the local platform.
         env[p + "DATA_KEY"] = _local_secret("notify-data-key")
