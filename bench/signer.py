@@ -114,6 +114,8 @@ def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[tupl
     address = f"127.0.0.1:{port}"
     try:
         _wait_serving(address, proc, state / "signer.log")
+        workers = int(env["SIGNET_SIGNER_WORKERS"]) or os.cpu_count() or 1
+        _wait_listening(port, workers, proc, state / "signer.log")
         yield address, proc.pid
     finally:
         proc.terminate()
@@ -124,6 +126,34 @@ def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[tupl
 def _wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     if not wait_serving(address, timeout=60) or proc.poll() is not None:
         raise RuntimeError(f"signer did not become healthy: {log.read_text()[-2000:]}")
+
+
+def _wait_listening(port: int, workers: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until every worker listens on the shared port.
+
+    Health answers as soon as the first worker is up. A connection made before the others
+    listen lands on that worker and stays there, so a phase could run on one core.
+    """
+    deadline = time.monotonic() + 60
+    while _listeners(port) < workers:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"not every signer worker came up: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def _listeners(port: int) -> int:
+    """Sockets in LISTEN state on ``port`` (each worker has its own, SO_REUSEPORT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 def _channels(address: str, count: int) -> list[grpc.Channel]:
