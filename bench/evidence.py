@@ -226,7 +226,7 @@ def evidence_throughput() -> Figures:
         bearer = "bench-" + uuid.uuid4().hex
         try:
             with (
-                _signer_process(token, state, bearer) as signer,
+                _signer_process(token, state, bearer) as (signer, _),
                 _evidence_process(state, signer, bearer, broker.bootstrap) as address,
             ):
                 with grpc.insecure_channel(address) as channel:

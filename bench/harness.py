@@ -88,6 +88,37 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its living descendants.
+
+    Read from /proc, so a server with worker processes is measured whole; throughput on a
+    shared machine moves with everyone else's load, CPU spent per operation much less.
+    """
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        # The command name (field 2) may hold spaces and parentheses: split after it.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        child = int(entry.name)
+        parents[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])  # utime + stime
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Wall seconds one call of ``fn`` takes."""
     start = time.perf_counter()

@@ -60,8 +60,9 @@ def ghz_binary() -> Path:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """What ghz measured: completed calls per second, latency percentiles, failures."""
+    """What ghz measured: completed calls, calls per second, latency percentiles, failures."""
 
+    count: int
     rps: float
     p50_ms: float
     p99_ms: float
@@ -123,6 +124,7 @@ def unary_load(
     latencies = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"]}
     statuses: dict[str, int] = report.get("statusCodeDistribution") or {}
     return LoadResult(
+        count=int(report["count"]),
         rps=float(report["rps"]),
         p50_ms=latencies[50],
         p99_ms=latencies[99],

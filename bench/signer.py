@@ -10,7 +10,10 @@
    generator, see :mod:`bench.loadgen`) and, for comparison, by Python's asyncio client.
 
 Client and server share the machine's cores, as they would not in production; the
-figures are therefore a floor, the Python client's the lower one.
+figures are therefore a floor, the Python client's the lower one. Other people's work on
+the machine moves the rates too, so each gRPC phase also reports the server's CPU time
+(supervisor, workers and journal, from /proc) per 1,000 signatures, and the run records
+the load average it started under.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 import grpc
 
 from bench import loadgen
-from bench.harness import REGISTRY, Figures, Target, percentile, rate
+from bench.harness import REGISTRY, Figures, Target, percentile, rate, tree_cpu_seconds
 from signet.common.auth import hash_token
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
 from signet.common.local.kafka import free_port
@@ -84,7 +87,8 @@ def _ceiling(token: TokenInfo) -> float:
 
 
 @contextmanager
-def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[str]:
+def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[tuple[str, int]]:
+    """The signer as its own process tree: its address and the supervisor's pid."""
     port = free_port()
     env = dict(os.environ)
     env.update(token.env)
@@ -110,7 +114,9 @@ def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[str]
     address = f"127.0.0.1:{port}"
     try:
         _wait_serving(address, proc, state / "signer.log")
-        yield address
+        workers = int(env["SIGNET_SIGNER_WORKERS"]) or os.cpu_count() or 1
+        _wait_listening(port, workers, proc, state / "signer.log")
+        yield address, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -122,6 +128,34 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> Non
         raise RuntimeError(f"signer did not become healthy: {log.read_text()[-2000:]}")
 
 
+def _wait_listening(port: int, workers: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until every worker listens on the shared port.
+
+    Health answers as soon as the first worker is up. A connection made before the others
+    listen lands on that worker and stays there, so a phase could run on one core.
+    """
+    deadline = time.monotonic() + 60
+    while _listeners(port) < workers:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"not every signer worker came up: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def _listeners(port: int) -> int:
+    """Sockets in LISTEN state on ``port`` (each worker has its own, SO_REUSEPORT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
 def _channels(address: str, count: int) -> list[grpc.Channel]:
     """Separate connections, so that SO_REUSEPORT spreads them over the worker processes."""
     return [
@@ -130,7 +164,9 @@ def _channels(address: str, count: int) -> list[grpc.Channel]:
     ]
 
 
-def _batch_rate(stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bearer: str) -> float:
+def _batch_figures(
+    stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bearer: str, server_pid: int
+) -> Figures:
     digest = common_pb2.Digest(
         algorithm=common_pb2.HASH_ALGORITHM_SHA256, value=hashlib.sha256(b"x").digest()
     )
@@ -158,20 +194,32 @@ def _batch_rate(stubs: list[signer_pb2_grpc.SignerServiceStub], key_id: str, bea
             n += len(reply.results)
         counts[slot] = n
 
+    cpu = tree_cpu_seconds(server_pid)
     start = time.perf_counter()
     threads = [threading.Thread(target=work, args=(i,)) for i in range(BATCHES_IN_FLIGHT)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    elapsed = time.perf_counter() - start
+    cpu = tree_cpu_seconds(server_pid) - cpu
     if errors:
         raise RuntimeError(f"SignBatch item failed: {errors[0]}")
-    return rate(sum(counts), time.perf_counter() - start)
+    return {
+        "sign_batch_100_per_s": rate(sum(counts), elapsed),
+        "sign_batch_server_cpu_ms_per_1000": _per_thousand(cpu, sum(counts)),
+    }
 
 
-def _digest_figures(address: str, key_id: str, bearer: str) -> Figures:
+def _per_thousand(cpu_seconds: float, signatures: int) -> float:
+    """Server CPU milliseconds per 1,000 signatures."""
+    return cpu_seconds * 1e6 / signatures if signatures else float("nan")
+
+
+def _digest_figures(address: str, key_id: str, bearer: str, server_pid: int) -> Figures:
     """DIGESTS_IN_FLIGHT concurrent SignDigest calls from ghz, then from Python's asyncio
     client (the cheapest Python client) for comparison."""
+    cpu = tree_cpu_seconds(server_pid)
     result = loadgen.unary_load(
         address,
         proto="signet/signer/v1/signer.proto",
@@ -188,12 +236,14 @@ def _digest_figures(address: str, key_id: str, bearer: str) -> Figures:
         connections=CONNECTIONS,
         seconds=DURATION,
     )
+    cpu = tree_cpu_seconds(server_pid) - cpu
     if result.errors:
         raise RuntimeError(f"{result.errors} SignDigest calls failed under load: {result.statuses}")
     figures: Figures = {
         "sign_digest_32_in_flight_per_s": result.rps,
         "sign_digest_p50_ms": result.p50_ms,
         "sign_digest_p99_ms": result.p99_ms,
+        "sign_digest_server_cpu_ms_per_1000": _per_thousand(cpu, result.count),
     }
     python = asyncio.run(_digest_figures_async(address, key_id, bearer))
     figures.update({f"python_client_{name}": value for name, value in python.items()})
@@ -256,7 +306,8 @@ def signer_throughput() -> Figures:
         os.environ.update(token.env)
         ceiling = _ceiling(token)
         bearer = "bench-" + uuid.uuid4().hex
-        with _signer_process(token, state, bearer) as address:
+        load = os.getloadavg()[0]
+        with _signer_process(token, state, bearer) as (address, server_pid):
             channels = _channels(address, CONNECTIONS)
             stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
             key = (
@@ -271,14 +322,16 @@ def signer_throughput() -> Figures:
                 )
                 .key
             )
-            batch = _batch_rate(stubs, key.key_id, bearer)
-            digest = _digest_figures(address, key.key_id, bearer)
+            batch = _batch_figures(stubs, key.key_id, bearer, server_pid)
+            digest = _digest_figures(address, key.key_id, bearer, server_pid)
             for channel in channels:
                 channel.close()
     figures: Figures = {
+        # The machine's 1-minute load average as the run began: others' work skews rates.
+        "load_average_1m": load,
         "ceiling_in_process_2_threads_per_s": ceiling,
-        "sign_batch_100_per_s": batch,
-        "sign_batch_ratio_to_ceiling": batch / ceiling,
+        **batch,
+        "sign_batch_ratio_to_ceiling": batch["sign_batch_100_per_s"] / ceiling,
     }
     figures.update(digest)
     figures["sign_digest_ratio_to_ceiling"] = digest["sign_digest_32_in_flight_per_s"] / ceiling

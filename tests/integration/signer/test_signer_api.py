@@ -478,6 +478,49 @@ def test_batch_reports_each_item(env: Env) -> None:
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "1000" in details
 
 
+def test_every_signature_of_a_batch_has_its_own_complete_event(env: Env) -> None:
+    key = env.subscriber_key()
+    digests = [hashlib.sha256(f"page {n}".encode()).digest() for n in range(3)]
+    grant, grant_id = env.grant(key, digests)
+    items = [
+        signer_pb2.SignBatchItem(
+            item_id=f"i{n}", key_id=key.key_id, digest=common_pb2.Digest(algorithm=SHA256, value=d)
+        )
+        for n, d in enumerate(digests)
+    ]
+    reply = env.ca.SignBatch(
+        signer_pb2.SignBatchRequest(items=items, grant=grant, transaction_id="tx-events")
+    )
+    assert [r.status.code for r in reply.results] == [0, 0, 0]
+    with env.db.session() as session:
+        rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+        envelopes = [decode_envelope(r.envelope) for r in rows]
+        ids = [(r.event_id, dict(r.headers)["signet-event-id"]) for r in rows]
+    mine = [
+        (e, unpack_payload(e, events_pb2.SignatureCreated))
+        for e in envelopes
+        if e.type == events_pb2.SignatureCreated.DESCRIPTOR.full_name
+        and e.transaction_id == "tx-events"
+    ]
+    assert len(mine) == 3
+    assert len({e.id for e, _ in mine}) == 3
+    assert all(row_id == header_id for row_id, header_id in ids)
+    first = mine[0][0]
+    for (envelope, event), result, digest in zip(mine, reply.results, digests, strict=True):
+        assert event.signature_id == result.signature_id
+        assert event.digest.value == digest and event.digest.algorithm == SHA256
+        assert event.signature_sha256 == hashlib.sha256(result.signature).digest()
+        assert event.grant_id == grant_id
+        assert event.key_id == key.key_id and event.caller == "ca-gateway"
+        assert event.owner.subscriber.account_id == key.owner.subscriber.account_id
+        assert event.scheme == common_pb2.SIGNATURE_SCHEME_ECDSA
+        assert [(d.algorithm, d.value) for d in envelope.digests] == [(SHA256, digest)]
+        assert envelope.subject == key.key_id and envelope.tenant == "t-1"
+        assert envelope.actor.account_id == key.owner.subscriber.account_id
+        assert envelope.actor.service == "ca-gateway"
+        assert envelope.time == first.time and envelope.trace == first.trace
+
+
 def test_destroy_removes_the_token_object_and_keeps_the_record(env: Env) -> None:
     key = env.subscriber_key()
     assert env.backend.exists(key.key_id)

@@ -49,20 +49,33 @@ def to_proto(value: StrEnum) -> int:
 
 def from_proto(enum_cls: type[_E], number: int, field: str, *, required: bool = True) -> _E | None:
     """The domain value of a proto enum number; unset is None, or an error if ``required``."""
-    prefix, wrapper = _PREFIX[enum_cls]
     if number == 0:
         if required:
             raise InvalidArgument(f"{field} is required")
         return None
+    # Every item of a batch names its hash: the known values are looked up once.
+    known = _domain_values(enum_cls).get(number)
+    if known is not None:
+        return known  # type: ignore[return-value]
+    wrapper = _PREFIX[enum_cls][1]
     try:
         name = str(wrapper.Name(number))  # type: ignore[attr-defined]
     except ValueError as err:
         raise InvalidArgument(f"{field} has an unknown value {number}") from err
-    member = name.removeprefix(prefix)
-    for candidate in enum_cls:
-        if candidate.value.upper() == member:
-            return candidate
     raise InvalidArgument(f"{field} value {name} is not supported by this signer")
+
+
+@functools.cache
+def _domain_values(enum_cls: type[StrEnum]) -> dict[int, StrEnum]:
+    """Proto enum number -> domain value, for the values both sides have."""
+    prefix, wrapper = _PREFIX[enum_cls]
+    by_name = wrapper.DESCRIPTOR.values_by_name  # type: ignore[attr-defined]
+    values: dict[int, StrEnum] = {}
+    for member in enum_cls:
+        proto = by_name.get(prefix + member.value.upper())
+        if proto is not None:
+            values[int(proto.number)] = member
+    return values
 
 
 def required(enum_cls: type[_E], number: int, field: str) -> _E:

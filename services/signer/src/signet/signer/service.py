@@ -51,6 +51,7 @@ from signet.common.keys import (
     SignatureScheme,
 )
 from signet.common.outbox import Outbox
+from signet.events.v1.events_pb2 import SignatureCreated
 from signet.signer import convert
 from signet.signer.domain import (
     DEFAULT_SCHEME,
@@ -483,10 +484,7 @@ class Signer:
         """Record the signatures (grant, counters, event) through the journal."""
         now = self._clock()
         ids = ["sig-" + uuid.uuid4().hex for _ in signed]
-        envelopes: list[EventEnvelope] = []
-        for p, sid in zip(signed, ids, strict=True):
-            trace = envelopes[0].trace if envelopes else None
-            envelopes.append(_signature_event(p, sid, caller, context, now, trace))
+        envelopes = _signature_events(signed, ids, caller, context, now)
         rows = Outbox.rows(SIGNATURE_TOPIC, envelopes)
         write = JournalWrite(
             tuple(
@@ -686,41 +684,79 @@ def _view(record: KeyRecord) -> KeyView:
     )
 
 
-def _signature_event(
-    p: _Pending,
-    signature_id: str,
+def _signature_events(
+    signed: Sequence[_Pending],
+    signature_ids: Sequence[str],
     caller: Principal,
     context: EventContext,
     now: datetime,
-    trace: TraceContext | None = None,
-) -> EventEnvelope:
-    hash_alg = p.item.hash_alg or HashAlgorithm.SHA256
-    payload = convert.signature_event(
-        signature_id=signature_id,
-        key=p.key,
-        grant_id=p.grant.grant_id if p.grant else "",
-        hash_alg=hash_alg,
-        digest=p.named_digest,
-        scheme=p.scheme,
-        signature=p.signature,
-        caller=caller.subject,
-        context=context,
-    )
-    envelope = new_envelope(
-        payload,
-        source=SOURCE,
-        subject=p.key.key_id,
-        tenant=p.key.owner.tenant,
-        time=now,
-        trace=trace,
-    )
-    envelope.actor.service = caller.subject
-    if p.key.owner.account:
-        envelope.actor.tenant_id = p.key.owner.tenant
-        envelope.actor.account_id = p.key.owner.account
-    envelope.transaction_id = context.transaction_id
-    envelope.digests.append(convert.digest_message(hash_alg, p.named_digest))
-    return envelope
+) -> list[EventEnvelope]:
+    """One call's SignatureCreated envelopes, all with the trace context of the call.
+
+    What the signatures of one key, scheme and hash share (owner, caller, time, trace,
+    actor, ...) is built once, in the first one's envelope; every other one is a copy
+    with its own event id, signature id, grant, digest and signature hash. Building each
+    from scratch cost about as much as all the rest of the signer's own work on it.
+    """
+    shared: dict[tuple[str, SignatureScheme, HashAlgorithm], _EventTemplate] = {}
+    trace: TraceContext | None = None
+    envelopes: list[EventEnvelope] = []
+    for p, signature_id in zip(signed, signature_ids, strict=True):
+        hash_alg = p.item.hash_alg or HashAlgorithm.SHA256
+        grant_id = p.grant.grant_id if p.grant else ""
+        kind = (p.key.key_id, p.scheme, hash_alg)
+        template = shared.get(kind)
+        if template is None:
+            payload = convert.signature_event(
+                signature_id=signature_id,
+                key=p.key,
+                grant_id=grant_id,
+                hash_alg=hash_alg,
+                digest=p.named_digest,
+                scheme=p.scheme,
+                signature=p.signature,
+                caller=caller.subject,
+                context=context,
+            )
+            envelope = new_envelope(
+                payload,
+                source=SOURCE,
+                subject=p.key.key_id,
+                tenant=p.key.owner.tenant,
+                time=now,
+                trace=trace,
+            )
+            trace = envelope.trace
+            envelope.actor.service = caller.subject
+            if p.key.owner.account:
+                envelope.actor.tenant_id = p.key.owner.tenant
+                envelope.actor.account_id = p.key.owner.account
+            envelope.transaction_id = context.transaction_id
+            envelope.digests.append(convert.digest_message(hash_alg, p.named_digest))
+            shared[kind] = _EventTemplate(envelope, payload)
+            envelopes.append(envelope)
+            continue
+        event = SignatureCreated()
+        event.CopyFrom(template.payload)
+        event.signature_id = signature_id
+        event.grant_id = grant_id
+        event.digest.value = p.named_digest
+        event.signature_sha256 = context.output_sha256 or hashlib.sha256(p.signature).digest()
+        envelope = EventEnvelope()
+        envelope.CopyFrom(template.envelope)
+        envelope.id = str(uuid.uuid4())
+        envelope.digests[0].value = p.named_digest
+        envelope.payload.Pack(event)
+        envelopes.append(envelope)
+    return envelopes
+
+
+@dataclass(frozen=True)
+class _EventTemplate:
+    """The first SignatureCreated of a key/scheme/hash in a call, copied for the others."""
+
+    envelope: EventEnvelope
+    payload: SignatureCreated
 
 
 __all__ = ["SOURCE", "GrantKeys", "Signer"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import grpc
@@ -156,11 +155,13 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         valid: list[tuple[int, SignItem]] = []
         for index, entry in enumerate(request.items):
             try:
-                item = _item(entry.key_id, entry.digest, b"", entry.scheme, entry.grant)
+                item = _item(
+                    entry.key_id, entry.digest, b"", entry.scheme, entry.grant, entry.item_id
+                )
             except ServiceError as err:
                 outcomes[index] = SignResult(item_id=entry.item_id, error=err)
                 continue
-            valid.append((index, replace(item, item_id=entry.item_id)))
+            valid.append((index, item))
         if valid:
             signed = self._signer.sign(
                 current_principal(),
@@ -328,7 +329,12 @@ def _reason(number: int) -> RetirementReason:
 
 
 def _item(
-    key_id: str, digest: common_pb2.Digest, message: bytes, scheme: int, grant: str
+    key_id: str,
+    digest: common_pb2.Digest,
+    message: bytes,
+    scheme: int,
+    grant: str,
+    item_id: str = "",
 ) -> SignItem:
     """A sign item from the request fields; an Ed25519 request sends the message."""
     chosen = convert.from_proto(SignatureScheme, scheme, "scheme", required=False)
@@ -336,11 +342,11 @@ def _item(
         hash_alg = convert.from_proto(
             HashAlgorithm, digest.algorithm, "digest.algorithm", required=False
         )
-        return SignItem(key_id, message, hash_alg, chosen, grant, is_message=True)
+        return SignItem(key_id, message, hash_alg, chosen, grant, item_id, is_message=True)
     if not digest.value:
         raise InvalidArgument("digest is required (or, for Ed25519, message)")
     hash_alg = convert.required(HashAlgorithm, digest.algorithm, "digest.algorithm")
-    return SignItem(key_id, digest.value, hash_alg, chosen, grant)
+    return SignItem(key_id, digest.value, hash_alg, chosen, grant, item_id)
 
 
 def _batch_result(result: SignResult) -> signer_pb2.SignBatchResult:
