@@ -199,6 +199,10 @@ def service_env(
     if port is not None:
         env[p + "HTTP_PORT"] = str(port)
     env.update(sandbox.service_env(svc.package, sandbox.SandboxPorts.shifted(port_offset()), env))
+    if svc.name == "ca-gateway":
+        # Its first start makes the CA keys in the signer, which on a busy machine can take
+        # a minute to come up itself: wait as long as start() does.
+        env.setdefault(p + "STARTUP_TIMEOUT_SECONDS", "300")
     if svc.name == "signer":
         # B-T signatures take their timestamp from the platform's own TSA (evidence's HTTP).
         env.setdefault(p + "TSA_URL", f"http://127.0.0.1:{http_port('evidence')}/tsa")
@@ -208,7 +212,7 @@ def service_env(
     return env
 
 
-def start(timeout: float = 120.0) -> int:
+def start(timeout: float = 300.0) -> int:
     """Bring everything up (idempotent) and wait until healthy; returns an exit code."""
     sd = state_dir()
     for sub in ("logs", "run", "db"):
