@@ -2,16 +2,19 @@
 
 The code travels only in the RPC, marked as a sensitive template parameter so notify
 neither stores nor logs it in clear; the idempotency key makes a retried send harmless.
+The parameters are the ones notify's ``verification-code`` and ``willingness-code``
+templates name (``code``, ``minutes``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from signet.common.errors import Unavailable
+from signet.common.errors import Internal, Unavailable
 from signet.notify.v1 import notify_pb2, notify_pb2_grpc
 
 
@@ -46,7 +49,7 @@ class NotifyCodeSender:
             channel=notify_pb2.CHANNEL_SMS if channel == "sms" else notify_pb2.CHANNEL_EMAIL,
             recipient=recipient,
             template_id=template_id,
-            params={"code": code, "valid_minutes": "5"},
+            params={"code": code, "minutes": str(_minutes_left(expires_at))},
             sensitive_params=["code"],
             category=notify_pb2.NOTIFICATION_CATEGORY_ONE_TIME_CODE,
             locale=locale,
@@ -55,5 +58,18 @@ class NotifyCodeSender:
         )
         try:
             self._stub.SendNotification(request)
-        except grpc.RpcError:
-            raise Unavailable("the code could not be sent now; retry") from None
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None):
+                raise Unavailable("the code could not be sent now; retry") from None
+            # Notify refused the request itself: retrying cannot help, and saying so
+            # would send the caller into a loop.
+            raise Internal("the code could not be sent") from None
+
+
+def _minutes_left(expires_at: datetime) -> int:
+    """Whole minutes until ``expires_at``, rounded up (at least 1), as the text tells users."""
+    if expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    seconds = (expires_at - datetime.now(UTC)).total_seconds()
+    return max(1, math.ceil(seconds / 60))
