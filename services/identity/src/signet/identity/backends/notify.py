@@ -59,8 +59,8 @@ class NotifyCodeSender:
         try:
             self._stub.SendNotification(request)
         except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else None
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None):
+            status = err.code() if isinstance(err, grpc.Call) else None
+            if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None):
                 raise Unavailable("the code could not be sent now; retry") from None
             # Notify refused the request itself: retrying cannot help, and saying so
             # would send the caller into a loop.
