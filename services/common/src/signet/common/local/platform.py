@@ -6,6 +6,8 @@ SQLite database and log file under the state dir. ``start`` returns once every s
 answers SERVING on the standard gRPC health service; ``stop`` sends SIGTERM (the services
 drain) and leaves no process behind.
 
+``SIGNET_LOCAL_DATABASE=postgres`` puts the services' databases on a local PostgreSQL
+server (under the state dir) instead of SQLite files.
 ``SIGNET_LOCAL_REPLICAS`` (default 1) runs that many processes of every service, each on
 its own ports (replica r adds ``r * 100``), sharing the service's database; every
 ``*_TARGETS`` lists all replicas, so callers balance over them. :func:`kill_replica`,
@@ -38,9 +40,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from signet.common.auth import hash_token
 from signet.common.local import kafka as kafka_runner
 from signet.common.local import softhsm
+from signet.common.local.postgres import PostgresServer
 
 KAFKA_PORT = 19092
 KAFKA_CONTROLLER_PORT = 19093
+POSTGRES_PORT = 15432
 REPLICA_PORT_STEP = 100
 """Replica r of a service listens on its base ports plus ``r * REPLICA_PORT_STEP``."""
 
@@ -98,7 +102,27 @@ def local_ports() -> list[int]:
     """Every local port ``make run`` binds (gRPC, metrics, HTTP, Kafka)."""
     ports = [p for svc in services() for p in (svc.grpc_port, svc.metrics_port)]
     ports += [p for svc in services() if (p := http_port(svc.name, svc.replica)) is not None]
-    return [*ports, KAFKA_PORT + port_offset(), KAFKA_CONTROLLER_PORT + port_offset()]
+    ports += [KAFKA_PORT + port_offset(), KAFKA_CONTROLLER_PORT + port_offset()]
+    return [*ports, _postgres().port] if database_kind() == "postgres" else ports
+
+
+def database_kind() -> str:
+    """``SIGNET_LOCAL_DATABASE``: ``sqlite`` (default, a file per service) or ``postgres``."""
+    kind = os.environ.get("SIGNET_LOCAL_DATABASE", "sqlite").strip().lower() or "sqlite"
+    if kind not in ("sqlite", "postgres"):
+        raise ValueError("SIGNET_LOCAL_DATABASE must be sqlite or postgres")
+    return kind
+
+
+def _postgres() -> PostgresServer:
+    return PostgresServer(state_dir() / "postgres", POSTGRES_PORT + port_offset())
+
+
+def database_url(name: str) -> str:
+    """The database URL of service ``name`` under the local platform."""
+    if database_kind() == "postgres":
+        return _postgres().url("signet_" + name.replace("-", "_"))
+    return f"sqlite:///{state_dir() / 'db' / (name + '.db')}"
 
 
 def service_tokens() -> dict[str, str]:
@@ -217,13 +241,12 @@ def service_env(
     svc: ServiceProcess, token_env: Mapping[str, str], bootstrap: str
 ) -> dict[str, str]:
     """Environment of one service process: ports, its database, Kafka and the HSM."""
-    sd = state_dir()
     env = dict(os.environ)
     env.update(token_env)
     p = svc.prefix
     env[p + "GRPC_PORT"] = str(svc.grpc_port)
     env[p + "METRICS_PORT"] = str(svc.metrics_port)
-    env[p + "DATABASE_URL"] = f"sqlite:///{sd / 'db' / (svc.name + '.db')}"
+    env[p + "DATABASE_URL"] = database_url(svc.name)
     env[p + "KAFKA_BOOTSTRAP"] = bootstrap
     for other in services():
         key = p + other.package.upper() + "_TARGETS"
@@ -309,6 +332,12 @@ def start(timeout: float = 120.0) -> int:
         (sd / sub).mkdir(parents=True, exist_ok=True)
     token_env = _token_env()
     print(f"SoftHSM token '{token_env['SIGNET_SIGNER_PKCS11_TOKEN_LABEL']}' ready")
+    if database_kind() == "postgres":
+        pg = _postgres()
+        pg.start()
+        for name, *_ in _BASE:
+            pg.ensure_database("signet_" + name.replace("-", "_"))
+        print(f"PostgreSQL at 127.0.0.1:{pg.port}")
     broker = _broker()
     if not broker.is_running():
         print("starting Kafka (first run fetches the broker with Maven) ...")
@@ -441,6 +470,10 @@ def stop() -> int:
     if broker.is_running():
         broker.stop()
         print("stopped kafka")
+    pg = _postgres()
+    if pg.is_running():
+        pg.stop()
+        print("stopped postgresql")
     return 0
 
 
