@@ -1,9 +1,12 @@
 """Faults on a schedule: SIGKILL one replica of a random service every period, restart it,
 and stop the Kafka broker once for a while.
 
-A victim is drawn only among services whose replicas are all up, so the platform is never
-left without any process of a service (that would be an outage by construction, not a
-fault a replicated deployment must absorb). Every action is recorded with its time.
+Kills keep their cadence: each killed replica is restarted in its own thread (a restart
+takes seconds to tens of seconds on a loaded machine). A victim is drawn only among
+services whose replicas are all up, so the platform is never left without any process of
+a service (that would be an outage by construction, not a fault a replicated deployment
+must absorb); a service whose replica did not come back is never drawn again. Every
+action is recorded with its time.
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ class FaultInjector:
         self._stopping = threading.Event()
         # Services with a replica that did not come back: never a victim again.
         self._crippled: set[str] = set()
+        # Services with a replica being restarted right now.
+        self._restarting: set[str] = set()
+        self._state = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     @property
@@ -116,27 +122,41 @@ class FaultInjector:
         return self._random.choice([c for c in candidates if c.name == name])
 
     def _kills(self, t0: float) -> None:
+        restarts: list[threading.Thread] = []
         n = 1
         while True:
             at = t0 + n * self._plan.kill_every
             if at - t0 >= self._plan.duration or self._stopping.wait(max(at - time.monotonic(), 0)):
-                return
-            candidates = [s for s in platform.services() if s.name not in self._crippled]
-            if not candidates:
-                return
-            victim = self.choose(candidates)
+                break
+            n += 1
+            with self._state:
+                excluded = self._crippled | self._restarting
+                candidates = [s for s in platform.services() if s.name not in excluded]
+                if not candidates:
+                    self._log.add(FaultEvent(datetime.now(UTC), "skip", "-", ok=False))
+                    continue
+                victim = self.choose(candidates)
+                self._restarting.add(victim.name)
             killed = self._kill(victim)
             self._log.add(FaultEvent(datetime.now(UTC), "sigkill", victim.instance, ok=killed))
-            began = time.monotonic()
-            up = self._restart(victim)
+            thread = threading.Thread(
+                target=self._restart_one, args=(victim,), name="chaos-restart", daemon=True
+            )
+            thread.start()
+            restarts.append(thread)
+        for thread in restarts:
+            thread.join()
+
+    def _restart_one(self, victim: platform.ServiceProcess) -> None:
+        began = time.monotonic()
+        up = self._restart(victim)
+        self._log.add(
+            FaultEvent(datetime.now(UTC), "restart", victim.instance, time.monotonic() - began, up)
+        )
+        with self._state:
+            self._restarting.discard(victim.name)
             if not up:
                 self._crippled.add(victim.name)
-            self._log.add(
-                FaultEvent(
-                    datetime.now(UTC), "restart", victim.instance, time.monotonic() - began, up
-                )
-            )
-            n += 1
 
     def _broker(self, t0: float) -> None:
         plan = self._plan

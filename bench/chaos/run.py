@@ -9,7 +9,8 @@ receiver (notify really sends the one-time codes there) and the webhook receiver
 Settings (environment): ``SIGNET_CHAOS_SECONDS`` (120), ``SIGNET_CHAOS_RATE`` flows per
 second (8), ``SIGNET_CHAOS_WORKERS`` (16), ``SIGNET_CHAOS_DEADLINE_SECONDS`` per flow (5),
 ``SIGNET_CHAOS_KILL_EVERY`` (15), ``SIGNET_CHAOS_BROKER_DOWN_AT`` / ``_FOR`` (50 / 20),
-``SIGNET_CHAOS_DRAIN_SECONDS`` (240), ``SIGNET_CHAOS_SEED``, ``SIGNET_LOCAL_REPLICAS`` (2).
+``SIGNET_CHAOS_DRAIN_SECONDS`` (240), ``SIGNET_CHAOS_SEED``, ``SIGNET_LOCAL_REPLICAS`` (2),
+``SIGNET_LOCAL_DATABASE`` (``postgres``; ``sqlite`` puts both replicas on one file).
 Exit status 0 only when availability >= 99.9% and nothing was lost or duplicated.
 """
 
@@ -131,11 +132,13 @@ class Sandbox:
 
 
 def _configure() -> None:
-    """Own state dir, shifted ports, two replicas, one signer worker per replica."""
+    """Own state dir, shifted ports, two replicas on PostgreSQL, one signer worker each."""
     base = Path(os.environ.get("SIGNET_STATE_DIR", ".state")).resolve()
     os.environ["SIGNET_STATE_DIR"] = str(base / "chaos")
     os.environ.setdefault("SIGNET_LOCAL_PORT_OFFSET", "700")
     os.environ.setdefault("SIGNET_LOCAL_REPLICAS", "2")
+    # Replicas share their service's database as in production: on PostgreSQL.
+    os.environ.setdefault("SIGNET_LOCAL_DATABASE", "postgres")
     # Two cores shared by ten service processes: one signing worker per signer replica.
     os.environ.setdefault("SIGNET_SIGNER_WORKERS", "1")
     # A delivery claimed by a killed notify replica is picked up again after this lease.
@@ -189,7 +192,7 @@ class Load:
 
 def signer_signatures(key_id: str) -> dict[str, str]:
     """SignatureCreated events the signer recorded for ``key_id``: event id -> signature id."""
-    db = Database.from_url(f"sqlite:///{platform.state_dir() / 'db' / 'signer.db'}")
+    db = Database.from_url(platform.database_url("signer"))
     found: dict[str, str] = {}
     try:
         with db.session() as session:
