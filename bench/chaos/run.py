@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -384,6 +385,8 @@ def _report(
 def main() -> int:
     """Run it all; print the report; write JSON (and the SLA CSV) under bench/results/."""
     _configure()
+    # A SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the platform is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = Settings()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     platform.stop()
