@@ -12,10 +12,10 @@ UV_VERSION := 0.13.8
 STATE_DIR ?= .state
 export SIGNET_STATE_DIR := $(abspath $(STATE_DIR))
 export SIGNET_CACHE_DIR ?= $(abspath .cache)
-MEMBERS := services/common services/identity services/ca-gateway services/signer services/evidence services/notify services/prober
-PY_SOURCES := services/common/src services/identity/src services/ca-gateway/src services/signer/src services/evidence/src services/notify/src services/prober/src scripts/helm_check.py tests bench
+MEMBERS := services/common services/identity services/ca-gateway services/signer services/evidence services/notify services/prober sdk
+PY_SOURCES := services/common/src services/identity/src services/ca-gateway/src services/signer/src services/evidence/src services/notify/src services/prober/src sdk/src scripts/helm_check.py tests bench
 
-.PHONY: help system-deps venv lock proto proto-check lint fmt test test-unit helm-check run stop status bench chaos clean
+.PHONY: help system-deps venv lock proto proto-check lint fmt test test-unit helm-check run stop status demo bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ stop: venv ## stop everything `make run` started
 
 status: venv ## health of every local process
 	$(PY) -m signet.common.local.platform status
+
+demo: run ## the whole flow through the SDK against `make run`: onboarding, signing, evidence, notifications
+	$(VENV)/bin/signet demo
 
 bench: system-deps venv ## benchmarks; results under bench/results/
 	$(PY) -m bench

@@ -3,8 +3,9 @@ reconciliation, and the per-minute results fed to ``signet-sla``.
 
 The run owns a platform of its own (state under ``<state>/chaos``, wiped first; ports
 shifted by ``SIGNET_LOCAL_PORT_OFFSET``, default 700) so it never disturbs ``make run``.
-Beside it, in this process: the identity check provider's HTTP test double, an SMS
-receiver (notify really sends the one-time codes there) and the webhook receiver.
+The platform's third-party sandbox takes the identity checks and the SMS (the one-time
+codes are read from it, as a person reads their phone); the webhook receiver runs in
+this process.
 
 Settings (environment): ``SIGNET_CHAOS_SECONDS`` (120), ``SIGNET_CHAOS_RATE`` flows per
 second (8), ``SIGNET_CHAOS_WORKERS`` (16), ``SIGNET_CHAOS_DEADLINE_SECONDS`` per flow (5),
@@ -31,15 +32,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bench.chaos.faults import FaultInjector, FaultPlan
-from bench.chaos.flows import (
-    SIGNATURE_CREATED,
-    CodeReader,
-    FlowClient,
-    FlowOutcome,
-    Subject,
-    Targets,
-    set_up,
-)
+from bench.chaos.flows import SIGNATURE_CREATED, FlowClient, FlowOutcome, Subject, set_up
 from bench.chaos.reconcile import (
     SLA_SERVICE,
     Reconciliation,
@@ -52,13 +45,15 @@ from signet.common.channels import create_channel
 from signet.common.db import Database
 from signet.common.events import decode_envelope, unpack_payload
 from signet.common.local import platform
+from signet.common.local.sandbox import SandboxInbox
 from signet.common.outbox import OutboxMessage
+from signet.common.testing.http import HttpReceiver
 from signet.events.v1 import events_pb2
 from signet.evidence import merkle
 from signet.evidence.v1 import evidence_pb2, evidence_pb2_grpc
 from signet.notify import webhooks
-from tests.fixtures.identity import ProviderTestServer
-from tests.fixtures.notify import HttpReceiver
+from signet.sdk import Endpoints
+from signet.sdk.client import SERVICES
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 TARGET_PERCENT = 99.9
@@ -93,30 +88,18 @@ class Settings:
     )
 
 
-class Sandbox:
-    """The local stand-ins of the outside world: provider, SMS gateway, webhook receiver."""
+class WebhookReceiver:
+    """The tenant's webhook receiver: a local HTTP server recording every delivery."""
 
     def __init__(self) -> None:
-        self.providers = ProviderTestServer()
-        self.sms = HttpReceiver()
         self.webhooks = HttpReceiver()
 
-    def __enter__(self) -> Sandbox:
-        for server in (self.providers, self.sms, self.webhooks):
-            server.start()
+    def __enter__(self) -> WebhookReceiver:
+        self.webhooks.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        for server in (self.providers, self.sms, self.webhooks):
-            server.stop()
-
-    def environment(self) -> dict[str, str]:
-        """The service settings pointing the platform at the sandbox."""
-        return {
-            "SIGNET_IDENTITY_PROVIDER_URL": self.providers.url,
-            "SIGNET_NOTIFY_SMS_PROVIDER_URL": self.sms.url + "/sms",
-            "SIGNET_NOTIFY_WEBHOOK_ALLOW_HTTP": "true",
-        }
+        self.webhooks.stop()
 
     def delivered_event_ids(self, secret: str) -> tuple[list[str], int]:
         """Event ids of the accepted, correctly signed webhook deliveries; and the bad ones."""
@@ -148,6 +131,10 @@ def _configure() -> None:
 
 def _targets(name: str) -> str:
     return ",".join(svc.address for svc in platform.replicas_of(name))
+
+
+def _endpoints() -> Endpoints:
+    return Endpoints.create({name: _targets(name) for name in SERVICES})
 
 
 class Load:
@@ -266,7 +253,11 @@ class EvidenceReader:
 
 
 def _drain(
-    expected: set[str], evidence: EvidenceReader, sandbox: Sandbox, subject: Subject, limit: float
+    expected: set[str],
+    evidence: EvidenceReader,
+    sandbox: WebhookReceiver,
+    subject: Subject,
+    limit: float,
 ) -> float:
     """Wait until every expected event is in the log and delivered (bounded); seconds waited."""
     began = time.monotonic()
@@ -391,24 +382,23 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     platform.stop()
     shutil.rmtree(platform.state_dir(), ignore_errors=True)
-    with Sandbox() as sandbox:
-        os.environ.update(sandbox.environment())
+    with WebhookReceiver() as sandbox:
         try:
             if platform.start(timeout=300) != 0:
                 print("chaos: the platform did not start", file=sys.stderr)
                 return 1
             admin = platform.service_tokens()[platform.LOCAL_ADMIN]
-            targets = Targets(_targets("identity"), _targets("signer"), _targets("notify"))
+            endpoints = _endpoints()
             max_uses = int(settings.rate * settings.seconds * 2) + 100
             subject = set_up(
-                targets,
+                endpoints,
                 admin,
-                CodeReader(sandbox.sms),
+                SandboxInbox.for_state_dir(platform.state_dir()),
                 sandbox.webhooks.url + WEBHOOK_PATH,
                 max_uses,
             )
             print(f"set-up done: tenant {subject.tenant_id}, key {subject.key_id}", flush=True)
-            client = FlowClient(targets, subject, settings.deadline)
+            client = FlowClient(endpoints, subject, settings.deadline)
             load = Load(client, settings)
             faults = FaultInjector(
                 FaultPlan(

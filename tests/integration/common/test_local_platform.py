@@ -8,9 +8,7 @@ leaves no process, pid file or broker behind.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -22,36 +20,17 @@ from signet.ca_gateway.v1 import ca_gateway_pb2, ca_gateway_pb2_grpc
 from signet.common.channels import create_channel
 from signet.common.local import platform
 from signet.identity.v1 import identity_pb2, identity_pb2_grpc
+from tests.fixtures.platform import pick_port_offset, platform_cli, running_processes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.softhsm, pytest.mark.slow]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _pick_offset(monkeypatch: pytest.MonkeyPatch) -> int:
-    for offset in range(3000, 9000, 500):
-        monkeypatch.setenv("SIGNET_LOCAL_PORT_OFFSET", str(offset))
-        if all(_free(p) for p in platform.local_ports()):
-            return offset
-    pytest.fail("no free block of local ports for the platform")
+    return pick_port_offset(monkeypatch, range(3000, 9000, 500))
 
 
 def _cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "signet.common.local.platform", command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
+    return platform_cli(command, env)
 
 
 def _check_the_ca_was_bootstrapped() -> None:
@@ -128,10 +107,9 @@ def test_run_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.count("SERVING") == 5
         _check_the_ca_was_bootstrapped()
-        pids = [
-            int((tmp_path / "state" / "run" / f"{s.name}.pid").read_text())
-            for s in platform.services()
-        ]
+        processes = running_processes(tmp_path / "state")
+        assert "sandbox" in processes
+        pids = list(processes.values())
     finally:
         stopped = _cli("stop", env)
     assert stopped.returncode == 0, stopped.stderr

@@ -26,11 +26,12 @@ from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo
 from signet.common.pkcs11 import Pkcs11Pool
 from signet.common.testing.grpc import InProcessServer, settings_for_tests
+from signet.common.testing.http import ProviderTestDouble
 from signet.common.v1 import common_pb2
 from signet.identity.v1 import identity_pb2, identity_pb2_grpc
 from signet.notify.v1 import notify_pb2_grpc
 from signet.signer.v1 import signer_pb2
-from tests.fixtures.identity import NotifyTestDouble, ProviderTestServer, make_id_number
+from tests.fixtures.identity import NotifyTestDouble, make_id_number
 from tests.fixtures.signer import SignerHarness, signer_harness
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
@@ -63,7 +64,7 @@ def identity_process(
         settings=settings_for_tests(service_name="notify"),
     )
     notify_server.start()
-    providers = ProviderTestServer()
+    providers = ProviderTestDouble()
     providers.start()
     port, metrics_port = free_port(), free_port()
     with signer_harness(pkcs11_pool, tmp_path) as harness:

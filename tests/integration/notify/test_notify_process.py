@@ -20,11 +20,12 @@ from signet.common.events import CERTIFICATE_TOPIC, encode_envelope, envelope_he
 from signet.common.kafka import KafkaPublisher
 from signet.common.local.kafka import free_port
 from signet.common.local.platform import wait_serving
+from signet.common.testing.smtp import SmtpTestServer
 from signet.events.v1 import events_pb2
 from signet.notify.v1 import notify_pb2 as pb
 from signet.notify.v1 import notify_pb2_grpc
 from tests.fixtures.kafka import wait_until
-from tests.fixtures.notify import SmtpTestServer, peer_doubles
+from tests.fixtures.notify import peer_doubles
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -62,10 +62,13 @@ def test_kill_replica_kills_the_process_group_and_forgets_the_pid(
     victim = platform.ServiceProcess("notify", "notify", 1, 2, replica=1)
     pid_file = tmp_path / "run" / "notify-2.pid"
     pid_file.write_text(str(proc.pid))
-    time.sleep(0.5)
-    children = subprocess.run(
-        ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
+    children: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(children) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        children = subprocess.run(
+            ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
     assert len(children) == 2
     assert platform.kill_replica(victim)
     # kill_replica reaps its child itself (the platform's processes are the caller's).

@@ -40,3 +40,27 @@ def test_an_unknown_format_fails() -> None:
     )
     assert not passed
     assert "unknown package format" in checks[0].detail
+
+
+def test_a_damaged_compressed_member_fails_instead_of_raising() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps({"format": "x", "pad": "ab" * 4000}))
+    package = bytearray(buffer.getvalue())
+    # Flip bytes inside the deflated data (after the 30-byte local header and the name).
+    start = 30 + len("manifest.json") + 10
+    for offset in range(start, start + 8):
+        package[offset] ^= 0xFF
+    passed, checks = verify_package(bytes(package), log_key_spki=None, ca_certificates=[])
+    assert not passed
+    assert checks[0].item == "package format"
+    assert not checks[0].passed
+    assert "damaged" in checks[0].detail or "not a zip" in checks[0].detail
+
+
+def test_a_manifest_that_is_not_json_fails() -> None:
+    passed, checks = verify_package(
+        _zip({"manifest.json": b"{not json"}), log_key_spki=None, ca_certificates=[]
+    )
+    assert not passed
+    assert checks[0].detail == "manifest.json is not JSON"

@@ -36,6 +36,15 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.max_pings_without_data", 0),
 )
 
+# A peer that was down (starting, restarted, a killed replica) must be tried again within
+# seconds: gRPC's default reconnect backoff grows to 120 s, during which every call to that
+# address fails at once with UNAVAILABLE although the peer is long back.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 3_000),
+)
+
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
 
 
@@ -327,6 +336,7 @@ def create_channel(
     channel_options: list[tuple[str, Any]] = [
         ("grpc.lb_policy_name", "round_robin"),
         *KEEPALIVE_OPTIONS,
+        *RECONNECT_OPTIONS,
     ]
     if tls is not None:
         name = tls.server_name

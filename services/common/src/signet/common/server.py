@@ -49,6 +49,10 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     # Accept the keepalive pings clients send (see channels.KEEPALIVE_OPTIONS).
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    # Without this, gRPC core still answered an idle client's 30 s keepalive pings with
+    # GOAWAY "too_many_pings" (seen on every idle channel after about a minute), so each
+    # client reconnected and logged an error; the pings above are the ones we ask for.
+    ("grpc.http2.max_ping_strikes", 0),
     # Signing requests may carry whole PDF documents.
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,9 +141,15 @@ class PackageVerifier:
                     self._files[info.filename] = archive.read(info)
         except zipfile.BadZipFile as err:
             raise _Failed("not a zip file") from err
+        except (zlib.error, EOFError) as err:
+            # A damaged compressed member: the CRC check never gets its turn.
+            raise _Failed("the zip is damaged (a member does not decompress)") from err
         if manifest.MANIFEST not in self._files:
             raise _Failed("manifest.json is missing")
-        self._manifest = json.loads(self._files[manifest.MANIFEST])
+        try:
+            self._manifest = json.loads(self._files[manifest.MANIFEST])
+        except ValueError as err:
+            raise _Failed("manifest.json is not JSON") from err
         if self._manifest.get("format") != manifest.FORMAT:
             raise _Failed(f"unknown package format {self._manifest.get('format')!r}")
         return f"{manifest.FORMAT}, {len(self._files)} files"

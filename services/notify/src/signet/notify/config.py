@@ -69,7 +69,7 @@ class NotifySettings(ServiceSettings):
     # Identity (contact details) and evidence (incident notices) over gRPC.
     identity_targets: str = "127.0.0.1:50051"
     evidence_targets: str = "127.0.0.1:50054"
-    # Bearer token notify presents to them (auth_mode token).
+    # Bearer token notify presents to them (auth_mode token); its SERVICE_TOKEN when empty.
     peer_token: SecretStr = SecretStr("")
     peer_timeout_seconds: float = Field(default=5.0, gt=0)
 

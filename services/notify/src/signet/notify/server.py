@@ -148,7 +148,10 @@ def main() -> None:
     """Migrate the database, then serve until SIGTERM."""
     settings = NotifySettings()
     runtime = Runtime.open(settings, MIGRATIONS_DIR)
-    token = settings.peer_token.get_secret_value() or None
+    # Notify presents its own service token to identity and evidence unless told otherwise.
+    token = (
+        settings.peer_token.get_secret_value() or settings.service_token.get_secret_value() or None
+    )
     identity = create_channel(
         settings.identity_targets,
         default_timeout=settings.peer_timeout_seconds,

@@ -223,6 +223,10 @@ class KafkaBroker:
 
     def _is_our_process(self, pid: int) -> bool:
         """True when ``pid`` is alive and is a broker of this data dir (pids get reused)."""
+        if self._proc is not None and self._proc.pid == pid:
+            # Our own child is ours by construction; its /proc entry may not show the
+            # broker's command line yet while the Java launcher re-executes itself.
+            return self._proc.poll() is None
         if not _pid_alive(pid):
             return False
         try:

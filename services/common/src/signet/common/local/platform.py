@@ -1,10 +1,11 @@
 """The whole platform on one machine: ``make run`` / ``make stop`` / ``make status``.
 
 Starts, in order, the SoftHSM token (initialised once under the state dir), a single-node
-KRaft Kafka broker, and the five services as background processes, each with its own
-SQLite database and log file under the state dir. ``start`` returns once every service
-answers SERVING on the standard gRPC health service; ``stop`` sends SIGTERM (the services
-drain) and leaves no process behind.
+KRaft Kafka broker, the third-party sandbox (:mod:`signet.common.local.sandbox`: identity
+check providers, SMS gateway, SMTP server), and the five services as background
+processes, each with its own SQLite database and log file under the state dir. ``start``
+returns once every service answers SERVING on the standard gRPC health service; ``stop``
+sends SIGTERM (the services drain) and leaves no process behind.
 
 ``SIGNET_LOCAL_DATABASE=postgres`` puts the services' databases on a local PostgreSQL
 server (under the state dir) instead of SQLite files.
@@ -39,7 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from signet.common.auth import hash_token
 from signet.common.local import kafka as kafka_runner
-from signet.common.local import softhsm
+from signet.common.local import sandbox, softhsm
 from signet.common.local.postgres import PostgresServer
 
 KAFKA_PORT = 19092
@@ -102,6 +103,7 @@ def local_ports() -> list[int]:
     """Every local port ``make run`` binds (gRPC, metrics, HTTP, Kafka)."""
     ports = [p for svc in services() for p in (svc.grpc_port, svc.metrics_port)]
     ports += [p for svc in services() if (p := http_port(svc.name, svc.replica)) is not None]
+    ports += sandbox.SandboxPorts.shifted(port_offset()).all()
     ports += [KAFKA_PORT + port_offset(), KAFKA_CONTROLLER_PORT + port_offset()]
     return [*ports, _postgres().port] if database_kind() == "postgres" else ports
 
@@ -261,6 +263,7 @@ def service_env(
         if svc.replica:
             # Certificates name one URL for CRL and OCSP whichever replica issued them.
             env.setdefault(p + "PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port(svc.name)}")
+    env.update(sandbox.service_env(svc.package, sandbox.SandboxPorts.shifted(port_offset()), env))
     if svc.name == "notify":
         # Sealed addresses and webhook secrets must survive a restart of the local platform.
         env[p + "DATA_KEY"] = _local_secret("notify-data-key")
@@ -343,6 +346,12 @@ def start(timeout: float = 120.0) -> int:
         print("starting Kafka (first run fetches the broker with Maven) ...")
         broker.start(timeout=180, detached=True)
     print(f"Kafka broker at {broker.bootstrap}")
+    try:
+        sandbox.start(sd, port_offset())
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"third-party sandbox (providers, SMS gateway, SMTP) under {sandbox.sandbox_dir(sd)}")
     for replica in range(replica_count()):
         group = [svc for svc in services() if svc.replica == replica]
         for svc in group:
@@ -466,6 +475,8 @@ def stop() -> int:
         path.unlink(missing_ok=True)
     if pids:
         print(f"stopped {', '.join(pids)}")
+    if sandbox.stop(state_dir()):
+        print("stopped the sandbox")
     broker = _broker()
     if broker.is_running():
         broker.stop()

@@ -2,8 +2,6 @@
 
 The code travels only in the RPC, marked as a sensitive template parameter so notify
 neither stores nor logs it in clear; the idempotency key makes a retried send harmless.
-The parameters are the ones notify's ``verification-code`` and ``willingness-code``
-templates name (``code``, ``minutes``).
 """
 
 from __future__ import annotations
@@ -42,6 +40,9 @@ class NotifyCodeSender:
             if channel == "sms"
             else notify_pb2.Recipient(email_address=destination)
         )
+        # The templates say how long the code is valid, in whole minutes (never 0).
+        remaining = (expires_at - datetime.now(UTC)).total_seconds()
+        minutes = max(1, math.ceil(remaining / 60))
         deliver_before = Timestamp()
         deliver_before.FromDatetime(expires_at)
         request = notify_pb2.SendNotificationRequest(
@@ -49,7 +50,7 @@ class NotifyCodeSender:
             channel=notify_pb2.CHANNEL_SMS if channel == "sms" else notify_pb2.CHANNEL_EMAIL,
             recipient=recipient,
             template_id=template_id,
-            params={"code": code, "minutes": str(_minutes_left(expires_at))},
+            params={"code": code, "minutes": str(minutes)},
             sensitive_params=["code"],
             category=notify_pb2.NOTIFICATION_CATEGORY_ONE_TIME_CODE,
             locale=locale,
@@ -65,11 +66,3 @@ class NotifyCodeSender:
             # Notify refused the request itself: retrying cannot help, and saying so
             # would send the caller into a loop.
             raise Internal("the code could not be sent") from None
-
-
-def _minutes_left(expires_at: datetime) -> int:
-    """Whole minutes until ``expires_at``, rounded up (at least 1), as the text tells users."""
-    if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=UTC)
-    seconds = (expires_at - datetime.now(UTC)).total_seconds()
-    return max(1, math.ceil(seconds / 60))
