@@ -175,3 +175,16 @@ def test_reconciliation_of_a_complete_run_is_clean() -> None:
     signatures = {"e1": "s1", "e2": "s2"}
     result = reconcile(signatures, ["e2", "e1"], ["e1", "e2"], ["s1", "s2"])
     assert result.clean and result.lost == 0 and result.duplicated == 0
+
+
+def test_sdk_local_endpoints_list_every_replica(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from signet.sdk import Endpoints
+
+    monkeypatch.setenv("SIGNET_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SIGNET_LOCAL_PORT_OFFSET", "3000")
+    monkeypatch.setenv("SIGNET_LOCAL_REPLICAS", "2")
+    endpoints = Endpoints.local()
+    assert endpoints.signer == ("127.0.0.1:53053", "127.0.0.1:53153")
+    assert endpoints.of("ca-gateway") == ("127.0.0.1:53052", "127.0.0.1:53152")
