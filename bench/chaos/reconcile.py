@@ -8,6 +8,13 @@ Pure functions over plain values, so they are tested without a platform:
 * :func:`reconcile` compares the signatures the signer recorded (by event id) with the
   evidence log's entries and the webhook deliveries received: missing = lost, more than
   one = duplicated.
+
+Webhooks are delivered at least once: a notify replica killed after the receiver accepted
+a POST but before it recorded the success sends the same delivery again (same
+``Signet-Delivery-Id``) once its claim lease runs out; receivers deduplicate on that id,
+as the webhook documentation asks. Such a *redelivery* is counted and reported on its
+own; a *duplicate* is a second, distinct delivery (another delivery id) for one event,
+which a receiver cannot tell apart and would process twice.
 """
 
 from __future__ import annotations
@@ -79,6 +86,8 @@ class Reconciliation:
     evidence_duplicated: tuple[str, ...] = ()
     webhook_missing: tuple[str, ...] = ()
     webhook_duplicated: tuple[str, ...] = ()
+    webhook_redelivered: tuple[str, ...] = ()
+    webhook_receptions: int = 0
     unknown: tuple[str, ...] = ()
     flows_without_record: tuple[str, ...] = field(default=())
 
@@ -108,6 +117,8 @@ class Reconciliation:
             "signatures": self.signatures,
             "evidence_entries": self.evidence_entries,
             "webhook_deliveries": self.webhook_deliveries,
+            "webhook_receptions": self.webhook_receptions,
+            "webhook_redelivered_same_delivery_id": list(self.webhook_redelivered),
             "lost": self.lost,
             "duplicated": self.duplicated,
             "evidence_missing": list(self.evidence_missing),
@@ -122,29 +133,33 @@ class Reconciliation:
 def reconcile(
     signatures: Mapping[str, str],
     evidence_event_ids: Iterable[str],
-    webhook_event_ids: Iterable[str],
+    webhook_deliveries: Iterable[tuple[str, str]],
     succeeded_signature_ids: Iterable[str] = (),
 ) -> Reconciliation:
     """Compare the signer's SignatureCreated events with evidence entries and deliveries.
 
     ``signatures`` maps each event id the signer recorded to its signature id;
-    the two iterables hold one event id per evidence entry / accepted delivery (repeats are
-    duplicates). ``succeeded_signature_ids`` are the signatures flows reported OK: each must
-    be in the signer's records. Ids seen downstream but never recorded are ``unknown``.
+    ``evidence_event_ids`` holds one event id per evidence entry (repeats are duplicates);
+    ``webhook_deliveries`` one ``(event id, delivery id)`` per accepted POST.
+    ``succeeded_signature_ids`` are the signatures flows reported OK: each must be in the
+    signer's records. Ids seen downstream but never recorded are ``unknown``.
     """
     evidence = Counter(evidence_event_ids)
-    webhooks = Counter(webhook_event_ids)
+    receptions = Counter(webhook_deliveries)
+    distinct = Counter(event for event, _ in receptions)
     expected = set(signatures)
     recorded_signatures = set(signatures.values())
     return Reconciliation(
         signatures=len(expected),
         evidence_entries=sum(evidence.values()),
-        webhook_deliveries=sum(webhooks.values()),
+        webhook_deliveries=sum(distinct.values()),
         evidence_missing=tuple(sorted(expected - set(evidence))),
         evidence_duplicated=tuple(sorted(e for e, n in evidence.items() if n > 1)),
-        webhook_missing=tuple(sorted(expected - set(webhooks))),
-        webhook_duplicated=tuple(sorted(e for e, n in webhooks.items() if n > 1)),
-        unknown=tuple(sorted((set(evidence) | set(webhooks)) - expected)),
+        webhook_missing=tuple(sorted(expected - set(distinct))),
+        webhook_duplicated=tuple(sorted(e for e, n in distinct.items() if n > 1)),
+        webhook_redelivered=tuple(sorted({e for (e, _), n in receptions.items() if n > 1})),
+        webhook_receptions=sum(receptions.values()),
+        unknown=tuple(sorted((set(evidence) | set(distinct)) - expected)),
         flows_without_record=tuple(
             sorted(s for s in set(succeeded_signature_ids) if s not in recorded_signatures)
         ),

@@ -101,18 +101,18 @@ class WebhookReceiver:
     def __exit__(self, *_: object) -> None:
         self.webhooks.stop()
 
-    def delivered_event_ids(self, secret: str) -> tuple[list[str], int]:
-        """Event ids of the accepted, correctly signed webhook deliveries; and the bad ones."""
-        ids: list[str] = []
+    def deliveries(self, secret: str) -> tuple[list[tuple[str, str]], int]:
+        """``(event id, delivery id)`` of each accepted, correctly signed POST; and bad ones."""
+        found: list[tuple[str, str]] = []
         bad = 0
         for got in self.webhooks.accepted(WEBHOOK_PATH):
             try:
-                webhooks.verify(secret, got.body, got.headers, tolerance_seconds=86_400)
+                delivery = webhooks.verify(secret, got.body, got.headers, tolerance_seconds=86_400)
             except webhooks.WebhookVerificationError:
                 bad += 1
                 continue
-            ids.append(str(json.loads(got.body)["id"]))
-        return ids, bad
+            found.append((str(json.loads(got.body)["id"]), delivery))
+        return found, bad
 
 
 def _configure() -> None:
@@ -266,7 +266,7 @@ def _drain(
             e.event_id
             for e in evidence.entries(tenant_id=subject.tenant_id, event_type=SIGNATURE_CREATED)
         }
-        delivered = set(sandbox.delivered_event_ids(subject.webhook_secret)[0])
+        delivered = {event for event, _ in sandbox.deliveries(subject.webhook_secret)[0]}
         if expected <= logged and expected <= delivered:
             break
         time.sleep(2)
@@ -338,9 +338,12 @@ def _report(
         f"  signatures recorded by the signer:  {result.signatures}",
         f"  evidence entries:                   {result.evidence_entries} "
         f"(missing {len(result.evidence_missing)}, duplicated {len(result.evidence_duplicated)})",
-        f"  webhook deliveries:                 {result.webhook_deliveries} "
+        f"  webhook deliveries (distinct ids):  {result.webhook_deliveries} "
         f"(missing {len(result.webhook_missing)}, duplicated {len(result.webhook_duplicated)}, "
         f"bad signature {bad_signatures})",
+        f"  webhook POSTs received:             {result.webhook_receptions} "
+        f"(same delivery id again, at-least-once after a kill: "
+        f"{len(result.webhook_redelivered)})",
         f"  unknown event ids downstream:       {len(result.unknown)}",
         f"  OK flows without a signer record:   {len(result.flows_without_record)}",
         f"  lost: {result.lost}   duplicated: {result.duplicated}",
@@ -422,7 +425,7 @@ def main() -> int:
                 e.event_id
                 for e in evidence.entries(tenant_id=subject.tenant_id, event_type=SIGNATURE_CREATED)
             ]
-            delivered, bad = sandbox.delivered_event_ids(subject.webhook_secret)
+            delivered, bad = sandbox.deliveries(subject.webhook_secret)
             result = reconcile(
                 signatures, logged, delivered, [o.signature_id for o in load.outcomes if o.ok]
             )

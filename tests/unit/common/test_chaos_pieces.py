@@ -160,20 +160,31 @@ def test_reconciliation_finds_lost_duplicated_and_unknown_events() -> None:
     result = reconcile(
         signatures,
         evidence_event_ids=["e1", "e2", "e2", "e3"],
-        webhook_event_ids=["e1", "e3", "e9"],
+        webhook_deliveries=[("e1", "n1"), ("e3", "n3"), ("e3", "n3b"), ("e9", "n9")],
         succeeded_signature_ids=["s1", "s2", "s7"],
     )
     assert result.evidence_duplicated == ("e2",)
     assert result.evidence_missing == ()
     assert result.webhook_missing == ("e2",)
+    # Two distinct deliveries of one event: a receiver would process it twice.
+    assert result.webhook_duplicated == ("e3",)
     assert result.unknown == ("e9",)
     assert result.flows_without_record == ("s7",)
-    assert (result.lost, result.duplicated, result.clean) == (1, 1, False)
+    assert (result.lost, result.duplicated, result.clean) == (1, 2, False)
+
+
+def test_same_delivery_sent_again_is_a_redelivery_not_a_duplicate() -> None:
+    signatures = {"e1": "s1", "e2": "s2"}
+    result = reconcile(signatures, ["e1", "e2"], [("e1", "n1"), ("e2", "n2"), ("e2", "n2")])
+    assert result.webhook_redelivered == ("e2",)
+    assert result.webhook_duplicated == ()
+    assert (result.webhook_deliveries, result.webhook_receptions) == (2, 3)
+    assert result.clean
 
 
 def test_reconciliation_of_a_complete_run_is_clean() -> None:
     signatures = {"e1": "s1", "e2": "s2"}
-    result = reconcile(signatures, ["e2", "e1"], ["e1", "e2"], ["s1", "s2"])
+    result = reconcile(signatures, ["e2", "e1"], [("e1", "n1"), ("e2", "n2")], ["s1", "s2"])
     assert result.clean and result.lost == 0 and result.duplicated == 0
 
 
