@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 
 from bench import loadgen
-from bench.harness import REGISTRY, Figures, percentile, rate
+from bench.harness import REGISTRY, Figures, Target, percentile, rate
 from signet.common.auth import hash_token
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
 from signet.common.local.kafka import free_port
@@ -239,7 +239,14 @@ async def _digest_figures_async(address: str, key_id: str, bearer: str) -> Figur
     }
 
 
-@REGISTRY.register("signer")
+TARGETS = (
+    Target("sign_batch_ratio_to_ceiling", 0.75),
+    Target("sign_digest_32_in_flight_per_s", 2000.0),
+    Target("sign_digest_p99_ms", 25.0, at_least=False),
+)
+
+
+@REGISTRY.register("signer", targets=TARGETS)
 def signer_throughput() -> Figures:
     """The three signer figures and their ratios to the in-process ceiling."""
     with tempfile.TemporaryDirectory(prefix="signet-bench-") as tmp:

@@ -7,6 +7,7 @@ import time
 
 from bench import (
     evidence,  # noqa: F401  (registers the evidence benchmark)
+    flows,  # noqa: F401  (registers the end-to-end signing flow benchmark)
     signer,  # noqa: F401  (registers the signer benchmark)
 )
 from bench.harness import REGISTRY, Figures, rate

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -106,9 +107,13 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+        # IMMEDIATE: a transaction that began as a reader cannot become a writer once another
+        # connection has written (SQLite fails it at once, busy timeout or not), so every unit
+        # of work takes the write lock when it begins and waits its turn under the timeout.
+        # WAL readers outside transactions are not blocked by it.
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -122,6 +127,10 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._factory = sessionmaker(engine, expire_on_commit=False)
+        # On SQLite a unit of work holds the write lock from its start, so a second one
+        # opened inside it on the same thread would wait for itself until the busy timeout.
+        self._single_writer = engine.dialect.name == "sqlite"
+        self._open = threading.local()
 
     @classmethod
     def from_url(cls, url: str, *, echo: bool = False) -> Database:
@@ -135,6 +144,13 @@ class Database:
         Integrity errors become :class:`AlreadyExists`; connection and lock errors become
         :class:`Unavailable` (retryable). Service errors raised inside pass unchanged.
         """
+        if self._single_writer:
+            if getattr(self._open, "active", False):
+                raise RuntimeError(
+                    "a unit of work was opened inside another on the same thread; on SQLite "
+                    "it would wait for the outer one's write lock: finish the outer one first"
+                )
+            self._open.active = True
         session = self._factory()
         try:
             yield session
@@ -154,6 +170,8 @@ class Database:
             raise
         finally:
             session.close()
+            if self._single_writer:
+                self._open.active = False
 
     def migrate(self, script_location: str | Path) -> None:
         """Bring the schema up to date with the migrations in ``script_location``."""

@@ -1032,16 +1032,21 @@ class NotifyService:
         if request.idempotency_key:
             with self.db.session() as session:
                 found = IncidentRepository(session).by_idempotency_key(request.idempotency_key)
-                if found is not None:
-                    incident_id, queued, event, recorded = (
+                earlier = (
+                    None
+                    if found is None
+                    else (
                         found.id,
                         found.notifications_queued,
                         found.event,
                         found.evidence_recorded,
                     )
-                    if not recorded:
-                        self._record_evidence(incident_id, event)
-                    return incident_id, queued
+                )
+            if earlier is not None:
+                incident_id, queued, event, recorded = earlier
+                if not recorded:
+                    self._record_evidence(incident_id, event)
+                return incident_id, queued
         incident_id = "inc-" + uuid.uuid4().hex
         channels = request.channels or (ChannelKind.EMAIL, ChannelKind.SMS)
         declared_by = request.declared_by or caller.subject
