@@ -1,9 +1,9 @@
 """The outbox relay on an SQLite file another process writes to (two replicas, one file).
 
-SQLite in WAL mode refuses to turn a read transaction into a write once another connection
-committed since the read began (SQLITE_BUSY, no waiting). A relay that read its batch,
-published it and then marked it in the same transaction therefore failed whenever the
-other replica committed meanwhile: the batch stayed unpublished and went out again.
+A relay that read its batch, published it and marked it in one transaction either failed
+to mark it (a WAL read transaction cannot become a write after another connection
+committed) or, with units of work that take the write lock when they begin, held the
+whole file locked while it waited for the broker, so the other replica could not write.
 """
 
 from __future__ import annotations

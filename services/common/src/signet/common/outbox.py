@@ -207,9 +207,10 @@ class OutboxRelay:
     Several relays may share a database. On PostgreSQL each claims its batch with
     ``SELECT ... FOR UPDATE SKIP LOCKED``, so no row is published by two of them (order is
     kept per relay, not across relays). SQLite has no row locks; there the batch is read,
-    published and marked in separate steps: a read transaction that later writes is refused
-    outright once another process (a second replica) committed to the file meanwhile, so
-    marking inside the reading transaction failed and republished the batch. A second
+    published and marked in separate short units of work, so no transaction (and, as units
+    of work take SQLite's write lock when they begin, no lock on the whole file) is held
+    while the broker is waited for: a broker outage would otherwise stall every write of
+    the service, and the other replica's too, for the flush timeout of each batch. A second
     relay on the same file can still publish a row twice, which consumers absorb
     (at-least-once).
     """
