@@ -15,7 +15,7 @@ export SIGNET_CACHE_DIR ?= $(abspath .cache)
 MEMBERS := services/common services/identity services/ca-gateway services/signer services/evidence services/notify services/prober sdk
 PY_SOURCES := services/common/src services/identity/src services/ca-gateway/src services/signer/src services/evidence/src services/notify/src services/prober/src sdk/src scripts/helm_check.py tests bench
 
-.PHONY: help system-deps venv lock proto proto-check lint fmt test test-unit helm-check run stop status demo bench clean
+.PHONY: help system-deps venv lock proto proto-check lint fmt test test-unit helm-check run stop status demo bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ demo: run ## the whole flow through the SDK against `make run`: onboarding, sign
 
 bench: system-deps venv ## benchmarks; results under bench/results/
 	$(PY) -m bench
+
+chaos: system-deps venv ## two replicas per service under SIGKILLs and a broker outage; availability + reconciliation
+	$(PY) -m bench.chaos
 
 clean: stop ## remove local state (keeps the download cache)
 	rm -rf $(STATE_DIR)

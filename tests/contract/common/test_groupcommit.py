@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert, select
 
 from signet.common.db import Database
 from signet.common.errors import AlreadyExists, ServiceError, Unavailable
@@ -16,6 +16,7 @@ from signet.common.groupcommit import GroupCommitter, RawStatement
 
 META = MetaData()
 ITEMS = Table("gc_items", META, Column("id", Integer, primary_key=True), Column("name", String(32)))
+DOCS = Table("gc_docs", META, Column("id", Integer, primary_key=True), Column("doc", JSON))
 
 
 class _Work:
@@ -105,3 +106,19 @@ def test_a_failed_transaction_fails_the_whole_group_and_stores_nothing(db: Datab
         committer.close()
     with pytest.raises(Unavailable):
         committer.submit(3)
+
+
+def test_raw_statement_serialises_json_as_the_dialect_does(db: Database) -> None:
+    # The outbox's headers column is JSON: on PostgreSQL a nested list must arrive as JSON,
+    # not as the driver's array literal (the signer's journal wrote no event at all there).
+    statement = RawStatement(insert(DOCS), db.engine.dialect, ("id", "doc"))
+    headers = [["traceparent", "00-abc-def-01"], ["x-event-id", "e-1"]]
+    raw = db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        statement.execute(cursor, {"id": 1, "doc": headers})
+        raw.commit()
+    finally:
+        raw.close()
+    with db.engine.connect() as conn:
+        assert conn.execute(select(DOCS.c.doc)).scalar_one() == headers

@@ -103,7 +103,10 @@ class Endpoints:
         """The local platform's addresses (``make run``, shifted by its port offset)."""
         from signet.common.local import platform
 
-        return cls.create({svc.name: [svc.address] for svc in platform.services()})
+        targets: dict[str, list[str]] = {}
+        for svc in platform.services():  # every replica (SIGNET_LOCAL_REPLICAS)
+            targets.setdefault(svc.name, []).append(svc.address)
+        return cls.create(dict(targets))
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> Endpoints:
         """These endpoints, each replaced by ``SIGNET_SDK_<SERVICE>_TARGETS`` when set."""

@@ -60,7 +60,9 @@ class RawStatement:
         self._order: list[str] = list(compiled.positiontup or []) if self._positional else []
         self._processors: dict[str, Callable[[Any], Any]] = {}
         for name, bind in compiled.binds.items():
-            processor = bind.type.bind_processor(dialect)
+            # The dialect's implementation of the type: a generic JSON column, for one, is
+            # serialised by its PostgreSQL implementation, not by the generic type.
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self._processors[name] = processor
 

@@ -206,8 +206,13 @@ class OutboxRelay:
 
     Several relays may share a database. On PostgreSQL each claims its batch with
     ``SELECT ... FOR UPDATE SKIP LOCKED``, so no row is published by two of them (order is
-    kept per relay, not across relays). SQLite has no row locks; there, a second relay on
-    the same file could publish a row twice, which consumers absorb (at-least-once).
+    kept per relay, not across relays). SQLite has no row locks; there the batch is read,
+    published and marked in separate short units of work, so no transaction (and, as units
+    of work take SQLite's write lock when they begin, no lock on the whole file) is held
+    while the broker is waited for: a broker outage would otherwise stall every write of
+    the service, and the other replica's too, for the flush timeout of each batch. A second
+    relay on the same file can still publish a row twice, which consumers absorb
+    (at-least-once).
     """
 
     def __init__(
@@ -242,6 +247,8 @@ class OutboxRelay:
         Raises :class:`~signet.common.errors.Unavailable` when the broker did not
         acknowledge the batch (its rows stay unpublished, with ``attempts`` raised).
         """
+        if self._db.engine.dialect.name == "sqlite":
+            return self._relay_without_row_locks()
         failure: ServiceError | None = None
         with self._db.session() as session:
             rows = self._claim(session)
@@ -255,13 +262,40 @@ class OutboxRelay:
             except ServiceError as err:
                 failure = err
             ids = [row.id for row in rows]
-            values: dict[str, object] = {"attempts": OutboxMessage.attempts + 1}
-            if failure is None:
-                values["published_at"] = utcnow()
-            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(values))
+            self._mark(session, ids, published=failure is None)
         if failure is not None:
             raise failure
         return len(ids)
+
+    def _relay_without_row_locks(self) -> int:
+        """Read the batch, publish it with no transaction open, then mark it (SQLite)."""
+        with self._db.session() as session:
+            rows = self._claim(session)
+            batch = [(r.id, r.topic, r.key, r.envelope, list(r.headers)) for r in rows]
+        if not batch:
+            return 0
+        failure: ServiceError | None = None
+        try:
+            for _, topic, key, envelope, pairs in batch:
+                headers = [(name, value.encode()) for name, value in pairs]
+                self._publisher.publish(topic, key, envelope, headers)
+            self._publisher.flush(self._flush_timeout)
+        except ServiceError as err:
+            failure = err
+        ids = [row[0] for row in batch]
+        # A transaction whose first statement writes waits for the lock (busy timeout).
+        with self._db.session() as session:
+            self._mark(session, ids, published=failure is None)
+        if failure is not None:
+            raise failure
+        return len(ids)
+
+    @staticmethod
+    def _mark(session: Session, ids: list[int], *, published: bool) -> None:
+        values: dict[str, object] = {"attempts": OutboxMessage.attempts + 1}
+        if published:
+            values["published_at"] = utcnow()
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(values))
 
     def _claim(self, session: Session) -> Sequence[OutboxMessage]:
         stmt = (

@@ -19,6 +19,7 @@ from signet.common.channels import TlsConfig, create_channel
 from signet.common.errors import ServiceError
 from signet.common.events import ALL_TOPICS
 from signet.common.kafka import KafkaConsumerLoop
+from signet.common.leader import LeaderLease
 from signet.common.runtime import Runtime, run
 from signet.evidence.backends.ca_gateway import CaGatewayDirectory, CaGatewayTsaCertificates
 from signet.evidence.backends.signer import SignerKeyService
@@ -124,7 +125,12 @@ def main() -> None:
             runtime.background.append(TsaStarter(tsa))
     packages = PackageBuilder(runtime.db, log, directory, tsa, on_commit=runtime.committed)
     runtime.background.append(
-        Sequencer(log, settings.integrate_interval_seconds, settings.sign_interval_seconds)
+        Sequencer(
+            log,
+            settings.integrate_interval_seconds,
+            settings.sign_interval_seconds,
+            lease=LeaderLease(runtime.db.engine, "evidence-sequencer"),
+        )
     )
     if settings.kafka_bootstrap and settings.consume:
         runtime.background.append(

@@ -38,6 +38,7 @@ from signet.common.errors import (
 )
 from signet.common.events import EVIDENCE_TOPIC, EventEnvelope, encode_envelope
 from signet.common.groupcommit import GroupCommitter
+from signet.common.leader import LeaderLease
 from signet.common.metrics import counter, gauge, histogram
 from signet.common.outbox import Outbox
 from signet.evidence import convert, merkle
@@ -550,13 +551,27 @@ class EvidenceLog:
 
 
 class Sequencer:
-    """The background loop integrating queued entries and re-signing heads on schedule."""
+    """The background loop integrating queued entries and re-signing heads on schedule.
+
+    With several replicas on one database, ``lease`` lets one of them sequence at a time:
+    two sequencers extending the tree from the same size collide on every pass (one
+    commits, the other rolls back after signing a head for nothing) and integration
+    crawls. The others take over when the holder dies.
+    """
+
+    NOT_LEADER_POLL_SECONDS = 1.0
 
     def __init__(
-        self, log: EvidenceLog, interval_seconds: float = 0.2, sign_every_seconds: float = 60.0
+        self,
+        log: EvidenceLog,
+        interval_seconds: float = 0.2,
+        sign_every_seconds: float = 60.0,
+        *,
+        lease: LeaderLease | None = None,
     ) -> None:
         if interval_seconds <= 0 or sign_every_seconds <= 0:
             raise ValueError("intervals must be positive")
+        self._lease = lease
         self._log = log
         self._interval = interval_seconds
         self._sign_every = sign_every_seconds
@@ -578,6 +593,8 @@ class Sequencer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._lease is not None:
+            self._lease.release()
 
     def _run(self) -> None:
         last_signed = time.monotonic()
@@ -588,6 +605,9 @@ class Sequencer:
             wake.clear()
             if self._stopping.is_set():
                 break
+            if self._lease is not None and not self._lease.held():
+                backoff = self.NOT_LEADER_POLL_SECONDS
+                continue
             due = time.monotonic() - last_signed >= self._sign_every
             try:
                 if not self._log.started:

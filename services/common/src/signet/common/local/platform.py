@@ -7,6 +7,13 @@ processes, each with its own SQLite database and log file under the state dir. `
 returns once every service answers SERVING on the standard gRPC health service; ``stop``
 sends SIGTERM (the services drain) and leaves no process behind.
 
+``SIGNET_LOCAL_DATABASE=postgres`` puts the services' databases on a local PostgreSQL
+server (under the state dir) instead of SQLite files.
+``SIGNET_LOCAL_REPLICAS`` (default 1) runs that many processes of every service, each on
+its own ports (replica r adds ``r * 100``), sharing the service's database; every
+``*_TARGETS`` lists all replicas, so callers balance over them. :func:`kill_replica`,
+:func:`start_replica`, :func:`stop_broker` and :func:`start_broker` inject faults.
+
 Services authenticate each other as they do in production: each gets a random bearer
 token of its own (kept in ``<state>/tokens.json``, mode 0600) and accepts the others' by
 their SHA-256 hashes. A ``local-admin`` token is there too, for calling the APIs by hand.
@@ -24,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +41,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from signet.common.auth import hash_token
 from signet.common.local import kafka as kafka_runner
 from signet.common.local import sandbox, softhsm
+from signet.common.local.postgres import PostgresServer
 
 KAFKA_PORT = 19092
 KAFKA_CONTROLLER_PORT = 19093
+POSTGRES_PORT = 15432
+REPLICA_PORT_STEP = 100
+"""Replica r of a service listens on its base ports plus ``r * REPLICA_PORT_STEP``."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,12 @@ class ServiceProcess:
     package: str
     grpc_port: int
     metrics_port: int
+    replica: int = 0
+
+    @property
+    def instance(self) -> str:
+        """Name of this process: the service name, ``-2``, ``-3``... for further replicas."""
+        return self.name if self.replica == 0 else f"{self.name}-{self.replica + 1}"
 
     @property
     def prefix(self) -> str:
@@ -76,18 +93,38 @@ LOCAL_ADMIN = "local-admin"
 """The principal whose token ``make run`` leaves for a developer's own calls."""
 
 
-def http_port(name: str) -> int | None:
-    """The local HTTP port of service ``name``, if it serves HTTP."""
+def http_port(name: str, replica: int = 0) -> int | None:
+    """The local HTTP port of service ``name`` (its replica ``replica``), if it serves HTTP."""
     base = _HTTP_PORTS.get(name)
-    return None if base is None else base + port_offset()
+    return None if base is None else base + port_offset() + replica * REPLICA_PORT_STEP
 
 
 def local_ports() -> list[int]:
     """Every local port ``make run`` binds (gRPC, metrics, HTTP, Kafka)."""
     ports = [p for svc in services() for p in (svc.grpc_port, svc.metrics_port)]
-    ports += [p for p in (http_port(n) for n, *_ in _BASE) if p is not None]
+    ports += [p for svc in services() if (p := http_port(svc.name, svc.replica)) is not None]
     ports += sandbox.SandboxPorts.shifted(port_offset()).all()
-    return [*ports, KAFKA_PORT + port_offset(), KAFKA_CONTROLLER_PORT + port_offset()]
+    ports += [KAFKA_PORT + port_offset(), KAFKA_CONTROLLER_PORT + port_offset()]
+    return [*ports, _postgres().port] if database_kind() == "postgres" else ports
+
+
+def database_kind() -> str:
+    """``SIGNET_LOCAL_DATABASE``: ``sqlite`` (default, a file per service) or ``postgres``."""
+    kind = os.environ.get("SIGNET_LOCAL_DATABASE", "sqlite").strip().lower() or "sqlite"
+    if kind not in ("sqlite", "postgres"):
+        raise ValueError("SIGNET_LOCAL_DATABASE must be sqlite or postgres")
+    return kind
+
+
+def _postgres() -> PostgresServer:
+    return PostgresServer(state_dir() / "postgres", POSTGRES_PORT + port_offset())
+
+
+def database_url(name: str) -> str:
+    """The database URL of service ``name`` under the local platform."""
+    if database_kind() == "postgres":
+        return _postgres().url("signet_" + name.replace("-", "_"))
+    return f"sqlite:///{state_dir() / 'db' / (name + '.db')}"
 
 
 def service_tokens() -> dict[str, str]:
@@ -123,10 +160,31 @@ def port_offset() -> int:
     return int(os.environ.get("SIGNET_LOCAL_PORT_OFFSET", "0"))
 
 
+def replica_count() -> int:
+    """``SIGNET_LOCAL_REPLICAS``: processes per service (default 1)."""
+    raw = os.environ.get("SIGNET_LOCAL_REPLICAS", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ValueError(f"SIGNET_LOCAL_REPLICAS must be a whole number, not {raw!r}") from None
+    if not 1 <= count <= 9:
+        raise ValueError("SIGNET_LOCAL_REPLICAS must be between 1 and 9")
+    return count
+
+
 def services() -> tuple[ServiceProcess, ...]:
-    """The five services with their local ports."""
+    """Every service process with its local ports: all first replicas, then the second..."""
     off = port_offset()
-    return tuple(ServiceProcess(n, p, g + off, m + off) for n, p, g, m in _BASE)
+    return tuple(
+        ServiceProcess(n, p, g + off + r * REPLICA_PORT_STEP, m + off + r * REPLICA_PORT_STEP, r)
+        for r in range(replica_count())
+        for n, p, g, m in _BASE
+    )
+
+
+def replicas_of(name: str) -> tuple[ServiceProcess, ...]:
+    """The processes of service ``name``."""
+    return tuple(svc for svc in services() if svc.name == name)
 
 
 def state_dir() -> Path:
@@ -156,7 +214,11 @@ def wait_serving(address: str, timeout: float = 60.0) -> bool:
 
 
 def _pid_file(svc: ServiceProcess) -> Path:
-    return state_dir() / "run" / f"{svc.name}.pid"
+    return state_dir() / "run" / f"{svc.instance}.pid"
+
+
+def _log_file(svc: ServiceProcess) -> Path:
+    return state_dir() / "logs" / f"{svc.instance}.log"
 
 
 def _alive(pid: int) -> bool:
@@ -181,23 +243,26 @@ def service_env(
     svc: ServiceProcess, token_env: Mapping[str, str], bootstrap: str
 ) -> dict[str, str]:
     """Environment of one service process: ports, its database, Kafka and the HSM."""
-    sd = state_dir()
     env = dict(os.environ)
     env.update(token_env)
     p = svc.prefix
     env[p + "GRPC_PORT"] = str(svc.grpc_port)
     env[p + "METRICS_PORT"] = str(svc.metrics_port)
-    env[p + "DATABASE_URL"] = f"sqlite:///{sd / 'db' / (svc.name + '.db')}"
+    env[p + "DATABASE_URL"] = database_url(svc.name)
     env[p + "KAFKA_BOOTSTRAP"] = bootstrap
     for other in services():
-        env[p + other.package.upper() + "_TARGETS"] = other.address
+        key = p + other.package.upper() + "_TARGETS"
+        env[key] = f"{env[key]},{other.address}" if other.replica else other.address
     tokens = service_tokens()
     env[p + "AUTH_MODE"] = "token"
     env[p + "API_TOKEN_HASHES"] = ",".join(f"{n}:{hash_token(t)}" for n, t in tokens.items())
     env[p + "SERVICE_TOKEN"] = tokens[svc.name]
-    port = http_port(svc.name)
+    port = http_port(svc.name, svc.replica)
     if port is not None:
         env[p + "HTTP_PORT"] = str(port)
+        if svc.replica:
+            # Certificates name one URL for CRL and OCSP whichever replica issued them.
+            env.setdefault(p + "PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port(svc.name)}")
     env.update(sandbox.service_env(svc.package, sandbox.SandboxPorts.shifted(port_offset()), env))
     if svc.name == "ca-gateway":
         # Its first start makes the CA keys in the signer, which on a busy machine can take
@@ -212,12 +277,9 @@ def service_env(
     return env
 
 
-def start(timeout: float = 300.0) -> int:
-    """Bring everything up (idempotent) and wait until healthy; returns an exit code."""
-    sd = state_dir()
-    for sub in ("logs", "run", "db"):
-        (sd / sub).mkdir(parents=True, exist_ok=True)
-    token = softhsm.ensure_token(sd)
+def _token_env() -> dict[str, str]:
+    """The SoftHSM token (initialised once) as the signer's and identity's settings."""
+    token = softhsm.ensure_token(state_dir())
     token_env = dict(token.env)
     token_env.update(
         {
@@ -230,7 +292,62 @@ def start(timeout: float = 300.0) -> int:
             "SIGNET_IDENTITY_PKCS11_PIN": token.pin,
         }
     )
-    print(f"SoftHSM token '{token.label}' ready")
+    return token_env
+
+
+def _spawn(svc: ServiceProcess, token_env: Mapping[str, str], bootstrap: str) -> int:
+    """Start one service process in its own session (group); returns its pid."""
+    with _log_file(svc).open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"signet.{svc.package}"],
+            env=service_env(svc, token_env, bootstrap),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _pid_file(svc).write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_healthy(group: Sequence[ServiceProcess], timeout: float) -> bool:
+    """Wait until every process of ``group`` answers SERVING; False (logs printed) if not."""
+    deadline = time.monotonic() + timeout
+    pending = {svc.instance: svc for svc in group}
+    while pending and time.monotonic() < deadline:
+        for name, svc in list(pending.items()):
+            if _read_pid(_pid_file(svc)) is None:
+                print(f"{name} exited during start-up:", file=sys.stderr)
+                _print_tail(_log_file(svc))
+                return False
+            if health_status(svc.address) == "SERVING":
+                del pending[name]
+        time.sleep(0.5)
+    if pending:
+        print(f"not healthy after {timeout:.0f}s: {', '.join(pending)}", file=sys.stderr)
+        for svc in pending.values():
+            _print_tail(_log_file(svc))
+        return False
+    return True
+
+
+def start(timeout: float = 300.0) -> int:
+    """Bring everything up (idempotent) and wait until healthy; returns an exit code.
+
+    Replicas start a generation at a time: the first process of each service migrates its
+    database before a second one opens it.
+    """
+    sd = state_dir()
+    for sub in ("logs", "run", "db"):
+        (sd / sub).mkdir(parents=True, exist_ok=True)
+    token_env = _token_env()
+    print(f"SoftHSM token '{token_env['SIGNET_SIGNER_PKCS11_TOKEN_LABEL']}' ready")
+    if database_kind() == "postgres":
+        pg = _postgres()
+        pg.start()
+        for name, *_ in _BASE:
+            pg.ensure_database("signet_" + name.replace("-", "_"))
+        print(f"PostgreSQL at 127.0.0.1:{pg.port}")
     broker = _broker()
     if not broker.is_running():
         print("starting Kafka (first run fetches the broker with Maven) ...")
@@ -242,37 +359,53 @@ def start(timeout: float = 300.0) -> int:
         print(err, file=sys.stderr)
         return 1
     print(f"third-party sandbox (providers, SMS gateway, SMTP) under {sandbox.sandbox_dir(sd)}")
-    for svc in services():
-        if _read_pid(_pid_file(svc)) is not None:
-            continue
-        log = (sd / "logs" / f"{svc.name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"signet.{svc.package}"],
-            env=service_env(svc, token_env, broker.bootstrap),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _pid_file(svc).write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    pending = {svc.name: svc for svc in services()}
-    while pending and time.monotonic() < deadline:
-        for name, svc in list(pending.items()):
+    for replica in range(replica_count()):
+        group = [svc for svc in services() if svc.replica == replica]
+        for svc in group:
             if _read_pid(_pid_file(svc)) is None:
-                print(f"{name} exited during start-up:", file=sys.stderr)
-                _print_tail(sd / "logs" / f"{name}.log")
-                return 1
-            if health_status(svc.address) == "SERVING":
-                del pending[name]
-        time.sleep(0.5)
-    if pending:
-        print(f"not healthy after {timeout:.0f}s: {', '.join(pending)}", file=sys.stderr)
-        for name in pending:
-            _print_tail(sd / "logs" / f"{name}.log")
-        return 1
+                _spawn(svc, token_env, broker.bootstrap)
+        if not _wait_healthy(group, timeout):
+            return 1
     print_table(broker.bootstrap)
     return 0
+
+
+def kill_replica(svc: ServiceProcess) -> bool:
+    """SIGKILL one service process and its children at once (a crash, no drain).
+
+    Returns False when it was not running.
+    """
+    pid = _read_pid(_pid_file(svc))
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    _pid_file(svc).unlink(missing_ok=True)
+    return True
+
+
+def start_replica(svc: ServiceProcess, timeout: float = 120.0) -> bool:
+    """Start one service process again (after :func:`kill_replica`); True once SERVING."""
+    if _read_pid(_pid_file(svc)) is None:
+        _spawn(svc, _token_env(), _broker().bootstrap)
+    return _wait_healthy([svc], timeout)
+
+
+def stop_broker() -> None:
+    """Stop the Kafka broker (services keep running and must ride it out)."""
+    _broker().stop()
+
+
+def start_broker(timeout: float = 180.0) -> str:
+    """Start the Kafka broker again on its ports and data; returns its bootstrap address."""
+    broker = _broker()
+    if not broker.is_running():
+        broker.start(timeout=timeout, detached=True)
+    return broker.bootstrap
 
 
 def _print_tail(log: Path, lines: int = 20) -> None:
@@ -293,11 +426,11 @@ def print_table(bootstrap: str) -> None:
     for svc in services():
         rows.append(
             (
-                svc.name,
+                svc.instance,
                 svc.address,
                 f"http://127.0.0.1:{svc.metrics_port}/metrics",
                 health_status(svc.address),
-                str(sd / "logs" / f"{svc.name}.log"),
+                str(_log_file(svc)),
             )
         )
     rows.append(("kafka", bootstrap, "-", "UP" if bootstrap else "DOWN", str(sd / "kafka")))
@@ -333,15 +466,20 @@ def _reap(pid: int) -> None:
 
 
 def stop() -> int:
-    """Stop the services (SIGTERM, drain, then SIGKILL) and the broker."""
+    """Stop the services (SIGTERM, drain, then SIGKILL) and the broker.
+
+    Every process with a pid file goes, also replicas started with a larger
+    ``SIGNET_LOCAL_REPLICAS`` than the one in effect now.
+    """
+    pid_files = sorted((state_dir() / "run").glob("*.pid"))
     pids = {}
-    for svc in services():
-        pid = _read_pid(_pid_file(svc))
+    for path in pid_files:
+        pid = _read_pid(path)
         if pid is not None:
-            pids[svc.name] = pid
+            pids[path.stem] = pid
     _terminate_all(pids, timeout=30)
-    for svc in services():
-        _pid_file(svc).unlink(missing_ok=True)
+    for path in pid_files:
+        path.unlink(missing_ok=True)
     if pids:
         print(f"stopped {', '.join(pids)}")
     if sandbox.stop(state_dir()):
@@ -350,6 +488,10 @@ def stop() -> int:
     if broker.is_running():
         broker.stop()
         print("stopped kafka")
+    pg = _postgres()
+    if pg.is_running():
+        pg.stop()
+        print("stopped postgresql")
     return 0
 
 

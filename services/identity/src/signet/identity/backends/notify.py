@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from signet.common.errors import Unavailable
+from signet.common.errors import Internal, Unavailable
 from signet.notify.v1 import notify_pb2, notify_pb2_grpc
 
 
@@ -59,5 +59,10 @@ class NotifyCodeSender:
         )
         try:
             self._stub.SendNotification(request)
-        except grpc.RpcError:
-            raise Unavailable("the code could not be sent now; retry") from None
+        except grpc.RpcError as err:
+            status = err.code() if isinstance(err, grpc.Call) else None
+            if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, None):
+                raise Unavailable("the code could not be sent now; retry") from None
+            # Notify refused the request itself: retrying cannot help, and saying so
+            # would send the caller into a loop.
+            raise Internal("the code could not be sent") from None

@@ -1,0 +1,1 @@
+"""``make chaos``: availability and event reconciliation of a replicated platform under faults."""
