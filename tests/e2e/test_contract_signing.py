@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signet.common.local import platform
+from signet.common.local.processes import alive
 from signet.common.local.sandbox import SandboxInbox, mail_text
 from signet.common.testing.http import HttpReceiver
 from signet.identity.v1 import identity_pb2
@@ -50,7 +51,7 @@ from signet.sdk.flows import (
 from signet.sdk.pdf import validate_pdf_signatures
 from signet.sdk.samples import contract_pdf, sample_credit_code, sample_id_number, sample_phone
 from signet.signer.v1 import signer_pb2
-from tests.fixtures.platform import alive, pick_port_offset, platform_cli, running_processes
+from tests.fixtures.platform import pick_port_offset, platform_cli, running_processes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.softhsm, pytest.mark.slow]
 

@@ -16,6 +16,7 @@ from bench.chaos.faults import FaultInjector, FaultPlan
 from bench.chaos.flows import FlowOutcome
 from bench.chaos.reconcile import per_minute, reconcile, sla_rows
 from signet.common.local import platform
+from signet.common.local.processes import alive
 from signet.prober.sla import Month
 from signet.prober.slasource import read_csv
 
@@ -72,12 +73,12 @@ def test_kill_replica_kills_the_process_group_and_forgets_the_pid(
     assert len(children) == 2
     assert platform.kill_replica(victim)
     # kill_replica reaps its child itself (the platform's processes are the caller's).
-    assert not platform._alive(proc.pid)
+    assert not alive(proc.pid)
     for pid in children:
         deadline = time.monotonic() + 10
-        while platform._alive(int(pid)) and time.monotonic() < deadline:
+        while alive(int(pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not platform._alive(int(pid)) or _is_zombie(int(pid))
+        assert not alive(int(pid)) or _is_zombie(int(pid))
     assert not pid_file.exists()
     assert not platform.kill_replica(victim)
 

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from signet.common.local.processes import alive
+
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
@@ -133,21 +135,6 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # A zombie has exited already; only its parent has not collected it yet.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 class KafkaBroker:
     """One local KRaft broker+controller process owning ``data_dir``.
 
@@ -227,7 +214,7 @@ class KafkaBroker:
             # Our own child is ours by construction; its /proc entry may not show the
             # broker's command line yet while the Java launcher re-executes itself.
             return self._proc.poll() is None
-        if not _pid_alive(pid):
+        if not alive(pid):
             return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -472,7 +459,7 @@ class KafkaBroker:
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
             return self._proc.poll() is None
-        return _pid_alive(pid)
+        return alive(pid)
 
     @staticmethod
     def _signal(pid: int, signum: signal.Signals) -> None:

@@ -42,6 +42,7 @@ from signet.common.auth import hash_token
 from signet.common.local import kafka as kafka_runner
 from signet.common.local import sandbox, softhsm
 from signet.common.local.postgres import PostgresServer
+from signet.common.local.processes import alive, read_pid
 
 KAFKA_PORT = 19092
 KAFKA_CONTROLLER_PORT = 19093
@@ -221,24 +222,6 @@ def _log_file(svc: ServiceProcess) -> Path:
     return state_dir() / "logs" / f"{svc.instance}.log"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
-
-
 def service_env(
     svc: ServiceProcess, token_env: Mapping[str, str], bootstrap: str
 ) -> dict[str, str]:
@@ -316,7 +299,7 @@ def _wait_healthy(group: Sequence[ServiceProcess], timeout: float) -> bool:
     pending = {svc.instance: svc for svc in group}
     while pending and time.monotonic() < deadline:
         for name, svc in list(pending.items()):
-            if _read_pid(_pid_file(svc)) is None:
+            if read_pid(_pid_file(svc)) is None:
                 print(f"{name} exited during start-up:", file=sys.stderr)
                 _print_tail(_log_file(svc))
                 return False
@@ -362,7 +345,7 @@ def start(timeout: float = 300.0) -> int:
     for replica in range(replica_count()):
         group = [svc for svc in services() if svc.replica == replica]
         for svc in group:
-            if _read_pid(_pid_file(svc)) is None:
+            if read_pid(_pid_file(svc)) is None:
                 _spawn(svc, token_env, broker.bootstrap)
         if not _wait_healthy(group, timeout):
             return 1
@@ -375,13 +358,13 @@ def kill_replica(svc: ServiceProcess) -> bool:
 
     Returns False when it was not running.
     """
-    pid = _read_pid(_pid_file(svc))
+    pid = read_pid(_pid_file(svc))
     if pid is None:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.05)
     _pid_file(svc).unlink(missing_ok=True)
@@ -390,7 +373,7 @@ def kill_replica(svc: ServiceProcess) -> bool:
 
 def start_replica(svc: ServiceProcess, timeout: float = 120.0) -> bool:
     """Start one service process again (after :func:`kill_replica`); True once SERVING."""
-    if _read_pid(_pid_file(svc)) is None:
+    if read_pid(_pid_file(svc)) is None:
         _spawn(svc, _token_env(), _broker().bootstrap)
     return _wait_healthy([svc], timeout)
 
@@ -448,12 +431,12 @@ def _terminate_all(pids: Mapping[str, int], timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids.values()):
         for pid in pids.values():
             _reap(pid)
         time.sleep(0.2)
     for name, pid in pids.items():
-        if _alive(pid):
+        if alive(pid):
             print(f"{name} did not drain in {timeout:.0f}s; killing it", file=sys.stderr)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -474,7 +457,7 @@ def stop() -> int:
     pid_files = sorted((state_dir() / "run").glob("*.pid"))
     pids = {}
     for path in pid_files:
-        pid = _read_pid(path)
+        pid = read_pid(path)
         if pid is not None:
             pids[path.stem] = pid
     _terminate_all(pids, timeout=30)

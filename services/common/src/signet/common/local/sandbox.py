@@ -39,6 +39,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
 
+from signet.common.local.processes import alive, read_pid
 from signet.common.testing.http import HttpReceiver, ProviderTestDouble, read_json_lines
 
 PROVIDER_PORT = 18080
@@ -97,23 +98,9 @@ def _pid_file(state_dir: Path) -> Path:
     return state_dir / "run" / "sandbox.pid"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_pid(state_dir: Path) -> int | None:
     """The sandbox process's id, when it runs."""
-    try:
-        pid = int(_pid_file(state_dir).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+    return read_pid(_pid_file(state_dir))
 
 
 def _listening(port: int) -> bool:
@@ -150,7 +137,7 @@ def start(state_dir: Path, offset: int, timeout: float = 30.0) -> int:
         _pid_file(state_dir).write_text(str(pid))
     deadline = time.monotonic() + timeout
     while not all(_listening(p) for p in ports.all()):
-        if not _alive(pid) or time.monotonic() > deadline:
+        if not alive(pid) or time.monotonic() > deadline:
             stop(state_dir)
             raise RuntimeError(
                 f"the sandbox did not start; see {state_dir / 'logs' / 'sandbox.log'}"
@@ -168,11 +155,11 @@ def stop(state_dir: Path, timeout: float = 10.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
-    if _alive(pid):
+    if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
