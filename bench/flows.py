@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import REGISTRY, Figures, rate, summarize_latencies
+from bench.harness import REGISTRY, Figures, Target, rate, summarize_latencies
 from signet.common.local import platform
 from signet.common.local.sandbox import SandboxInbox
 from signet.sdk.client import Endpoints, Signet, local_token
@@ -124,7 +124,7 @@ def _worker(flows: Flows, pair: tuple[Person, Person], stop_at: float, samples: 
             time.sleep(0.1)  # a persistent fault is counted, not spun on
 
 
-@REGISTRY.register("signing_flows")
+@REGISTRY.register("signing_flows", targets=(Target("flows_failed", 0.0, at_least=False),))
 def signing_flows() -> Figures:
     """Complete two-party contract signings per second, end to end, and their latency."""
     with tempfile.TemporaryDirectory(prefix="signet-bench-flows-") as tmp:
