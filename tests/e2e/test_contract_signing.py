@@ -32,11 +32,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from signet.common.local import platform
 from signet.common.local.processes import alive
-from signet.common.local.sandbox import SandboxInbox, mail_text
+from signet.common.local.sandbox import SandboxInbox
 from signet.common.testing.http import HttpReceiver
 from signet.identity.v1 import identity_pb2
 from signet.notify.templates import BUILTIN
 from signet.sdk import Signet, SignetError
+from signet.sdk.demo import mails_of
 from signet.sdk.flows import (
     SIGNATURE_CREATED,
     EvidenceBundle,
@@ -305,15 +306,7 @@ def test_each_mail_is_delivered_exactly_once(local_platform: Platform, story: St
     }
 
     def count() -> dict[str, int]:
-        found = {}
-        for key, (address, template, marker) in expected.items():
-            subject = BUILTIN[template].texts["en"].subject
-            found[key] = sum(
-                1
-                for mail in inbox.mails(address)
-                if mail["Subject"] == subject and marker in mail_text(mail)
-            )
-        return found
+        return {key: mails_of(inbox, *mail) for key, mail in expected.items()}
 
     assert _settled(count, list(expected)) == dict.fromkeys(expected, 1)
     # The enterprise's willingness code went by email to its operator, once.

@@ -78,6 +78,17 @@ class DemoReport:
     seconds: float = 0.0
 
 
+def mails_of(inbox: SandboxInbox, address: str, template: str, marker: str = "") -> int:
+    """How many mails of notify's built-in ``template`` holding ``marker`` reached ``address``.
+
+    What "delivered exactly once" is checked against (English templates).
+    """
+    subject = BUILTIN[template].texts["en"].subject
+    return sum(
+        1 for m in inbox.mails(address) if m["Subject"] == subject and marker in mail_text(m)
+    )
+
+
 def _count_until(
     count: Callable[[], dict[str, int]], expected: Sequence[str], timeout: float
 ) -> dict[str, int]:
@@ -280,15 +291,7 @@ def _story(
     }
 
     def count_mails() -> dict[str, int]:
-        counts = {}
-        for key, (address, template, marker) in expected_mails.items():
-            subject = BUILTIN[template].texts["en"].subject
-            counts[key] = sum(
-                1
-                for m in inbox.mails(address)
-                if m["Subject"] == subject and marker in mail_text(m)
-            )
-        return counts
+        return {key: mails_of(inbox, *expected) for key, expected in expected_mails.items()}
 
     mails = _count_until(count_mails, list(expected_mails), timeout)
     report.mails = mails
