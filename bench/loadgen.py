@@ -10,43 +10,26 @@ under ``$SIGNET_CACHE_DIR/go``, so only the first run pays for the build.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from signet.common.local.gotools import go_cache, go_command, go_env
 
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz"
 GHZ_VERSION = "v0.93.0"
 PROTO_ROOT = Path(__file__).resolve().parent.parent / "proto"
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("SIGNET_CACHE_DIR", ".cache")).resolve() / "go"
-
-
 def ghz_binary() -> Path:
     """The ghz executable, built on first use; RuntimeError when Go is missing or fails."""
-    cache = _cache()
-    binary = cache / "bin" / f"ghz-{GHZ_VERSION}"
+    binary = go_cache() / "bin" / f"ghz-{GHZ_VERSION}"
     if binary.exists():
         return binary
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("the Go toolchain is needed to build the ghz load generator")
-    env = dict(os.environ)
-    env.update(
-        {
-            "GOPATH": str(cache / "path"),
-            "GOMODCACHE": str(cache / "mod"),
-            "GOCACHE": str(cache / "build"),
-            "GOBIN": str(cache / "bin"),
-            "GOFLAGS": "-mod=mod",
-        }
-    )
+    go = go_command("to build the ghz load generator")
     proc = subprocess.run(
         [go, "install", f"{GHZ_MODULE}@{GHZ_VERSION}"],
-        env=env,
+        env=go_env(),
         capture_output=True,
         text=True,
         timeout=1800,
@@ -54,7 +37,7 @@ def ghz_binary() -> Path:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"building ghz failed: {proc.stderr[-2000:]}")
-    (cache / "bin" / "ghz").rename(binary)
+    (go_cache() / "bin" / "ghz").rename(binary)
     return binary
 
 

@@ -2,12 +2,14 @@
 
 1. ceiling: the PKCS#11 pool signing P-256 digests from 2 threads in this process, no
    RPC, no database: what the token itself gives.
-2. SignBatch: the real signer (``python -m signet.signer``, one worker process per core,
-   SQLite, events written to its outbox) signing batches of 100 digests with a system
-   key, 4 batches in flight.
+2. SignBatch: the real signer as deployed (``python -m signet.signer``: its front on the
+   port, one worker process per core, SQLite, events written to its outbox) signing
+   batches of 100 digests with a system key, 4 batches in flight.
 3. SignDigest: the same server, one digest per call, 32 calls in flight; throughput and
    latency percentiles (client-observed, submit to completion), driven by ghz (a Go load
    generator, see :mod:`bench.loadgen`) and, for comparison, by Python's asyncio client.
+4. For comparison, SignDigest (ghz) against the workers alone sharing the port, without
+   the front (figures prefixed ``without_front_``).
 
 Client and server share the machine's cores, as they would not in production; the
 figures are therefore a floor, the Python client's the lower one. Other people's work on
@@ -42,6 +44,7 @@ from signet.common.local.kafka import free_port
 from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo, ensure_token
 from signet.common.v1 import common_pb2
+from signet.signer import front
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
 
 DURATION = float(os.environ.get("SIGNET_BENCH_SECONDS", "8"))
@@ -87,8 +90,13 @@ def _ceiling(token: TokenInfo) -> float:
 
 
 @contextmanager
-def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[tuple[str, int]]:
-    """The signer as its own process tree: its address and the supervisor's pid."""
+def _signer_process(
+    token: TokenInfo, state: Path, bearer: str, *, with_front: bool = True
+) -> Iterator[tuple[str, int]]:
+    """The signer as its own process tree: its address and the supervisor's pid.
+
+    ``with_front``: the compiled front on the port, as deployed; else the workers share it.
+    """
     port = free_port()
     env = dict(os.environ)
     env.update(token.env)
@@ -105,6 +113,7 @@ def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[tupl
             "SIGNET_SIGNER_LOG_LEVEL": "WARNING",
             "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
             "SIGNET_SIGNER_WORKERS": os.environ.get("SIGNET_BENCH_SIGNER_WORKERS", "0"),
+            "SIGNET_SIGNER_FRONT_BINARY": str(front.build()) if with_front else "",
         }
     )
     log = (state / "signer.log").open("wb")
@@ -115,7 +124,7 @@ def _signer_process(token: TokenInfo, state: Path, bearer: str) -> Iterator[tupl
     try:
         _wait_serving(address, proc, state / "signer.log")
         workers = int(env["SIGNET_SIGNER_WORKERS"]) or os.cpu_count() or 1
-        _wait_listening(port, workers, proc, state / "signer.log")
+        _wait_listening(port, workers, proc, state / "signer.log", with_front=with_front)
         yield address, proc.pid
     finally:
         proc.terminate()
@@ -128,17 +137,45 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> Non
         raise RuntimeError(f"signer did not become healthy: {log.read_text()[-2000:]}")
 
 
-def _wait_listening(port: int, workers: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until every worker listens on the shared port.
+def _wait_listening(
+    port: int, workers: int, proc: subprocess.Popen[bytes], log: Path, *, with_front: bool
+) -> None:
+    """Wait until every worker listens: on the shared port, or on its socket behind the front.
 
     Health answers as soon as the first worker is up. A connection made before the others
     listen lands on that worker and stays there, so a phase could run on one core.
     """
     deadline = time.monotonic() + 60
-    while _listeners(port) < workers:
+    while (_worker_sockets_listening(proc.pid) if with_front else _listeners(port)) < workers:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"not every signer worker came up: {log.read_text()[-2000:]}")
         time.sleep(0.1)
+
+
+def _worker_sockets_listening(supervisor: int) -> int:
+    """Workers of ``supervisor`` whose Unix socket (SIGNET_SIGNER_GRPC_LISTEN) listens."""
+    listening = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        # Flags 00010000: accepting connections.
+        if len(fields) == 8 and int(fields[3], 16) & 0x10000:
+            listening.add(os.path.normpath(fields[7]))
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                not entry.name.isdigit()
+                or int((entry / "stat").read_text().split()[3]) != supervisor
+            ):
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for variable in environ:
+            if variable.startswith(b"SIGNET_SIGNER_GRPC_LISTEN=unix://"):
+                path = variable.split(b"unix://", 1)[1].decode()
+                count += os.path.normpath(path) in listening
+    return count
 
 
 def _listeners(port: int) -> int:
@@ -216,9 +253,11 @@ def _per_thousand(cpu_seconds: float, signatures: int) -> float:
     return cpu_seconds * 1e6 / signatures if signatures else float("nan")
 
 
-def _digest_figures(address: str, key_id: str, bearer: str, server_pid: int) -> Figures:
-    """DIGESTS_IN_FLIGHT concurrent SignDigest calls from ghz, then from Python's asyncio
-    client (the cheapest Python client) for comparison."""
+def _digest_figures(
+    address: str, key_id: str, bearer: str, server_pid: int, *, python_client: bool = True
+) -> Figures:
+    """DIGESTS_IN_FLIGHT concurrent SignDigest calls from ghz, then (``python_client``) from
+    Python's asyncio client (the cheapest Python client) for comparison."""
     cpu = tree_cpu_seconds(server_pid)
     result = loadgen.unary_load(
         address,
@@ -245,6 +284,8 @@ def _digest_figures(address: str, key_id: str, bearer: str, server_pid: int) -> 
         "sign_digest_p99_ms": result.p99_ms,
         "sign_digest_server_cpu_ms_per_1000": _per_thousand(cpu, result.count),
     }
+    if not python_client:
+        return figures
     python = asyncio.run(_digest_figures_async(address, key_id, bearer))
     figures.update({f"python_client_{name}": value for name, value in python.items()})
     return figures
@@ -310,22 +351,17 @@ def signer_throughput() -> Figures:
         with _signer_process(token, state, bearer) as (address, server_pid):
             channels = _channels(address, CONNECTIONS)
             stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
-            key = (
-                stubs[0]
-                .CreateKey(
-                    signer_pb2.CreateKeyRequest(
-                        algorithm=common_pb2.KEY_ALGORITHM_EC_P256,
-                        purpose=signer_pb2.KEY_PURPOSE_LOG_SIGNING,
-                        owner=signer_pb2.KeyOwner(system="evidence"),
-                    ),
-                    metadata=(("authorization", f"Bearer {bearer}"),),
-                )
-                .key
-            )
-            batch = _batch_figures(stubs, key.key_id, bearer, server_pid)
-            digest = _digest_figures(address, key.key_id, bearer, server_pid)
+            key_id = _create_key(stubs[0], bearer)
+            batch = _batch_figures(stubs, key_id, bearer, server_pid)
+            digest = _digest_figures(address, key_id, bearer, server_pid)
             for channel in channels:
                 channel.close()
+        # For comparison: the workers alone on the port, each call a Python gRPC call.
+        with _signer_process(token, state, bearer, with_front=False) as (address, server_pid):
+            channels = _channels(address, 1)
+            key_id = _create_key(signer_pb2_grpc.SignerServiceStub(channels[0]), bearer)
+            direct = _digest_figures(address, key_id, bearer, server_pid, python_client=False)
+            channels[0].close()
     figures: Figures = {
         # The machine's 1-minute load average as the run began: others' work skews rates.
         "load_average_1m": load,
@@ -335,4 +371,18 @@ def signer_throughput() -> Figures:
     }
     figures.update(digest)
     figures["sign_digest_ratio_to_ceiling"] = digest["sign_digest_32_in_flight_per_s"] / ceiling
+    figures.update({f"without_front_{name}": value for name, value in direct.items()})
     return figures
+
+
+def _create_key(stub: signer_pb2_grpc.SignerServiceStub, bearer: str) -> str:
+    """A P-256 system key of evidence's, the caller the bench authenticates as."""
+    response = stub.CreateKey(
+        signer_pb2.CreateKeyRequest(
+            algorithm=common_pb2.KEY_ALGORITHM_EC_P256,
+            purpose=signer_pb2.KEY_PURPOSE_LOG_SIGNING,
+            owner=signer_pb2.KeyOwner(system="evidence"),
+        ),
+        metadata=(("authorization", f"Bearer {bearer}"),),
+    )
+    return response.key.key_id

@@ -7,6 +7,7 @@ from pydantic import SecretStr
 
 from signet.common.auth import (
     ANONYMOUS,
+    FRONT_PEER_HEADER,
     AnonymousAuthenticator,
     MtlsAuthenticator,
     Principal,
@@ -103,6 +104,18 @@ def test_mtls_allow_list_rejects_other_subjects() -> None:
     context = {"transport_security_type": [b"ssl"], "x509_common_name": [b"notify"]}
     with pytest.raises(Unauthenticated):
         MtlsAuthenticator(frozenset({"signer"})).authenticate(METHOD, (), context)
+
+
+def test_mtls_behind_a_front_takes_the_name_the_front_verified() -> None:
+    behind = build_authenticator(ServiceSettings(auth_mode="mtls", behind_front=True))
+    principal = behind.authenticate(METHOD, ((FRONT_PEER_HEADER, "evidence"),), {})
+    assert principal == Principal(subject="evidence", kind="service")
+    with pytest.raises(Unauthenticated):
+        behind.authenticate(METHOD, (("authorization", "Bearer x"),), {})
+    # Without a front the header is just a caller's metadata: it proves nothing.
+    direct = build_authenticator(ServiceSettings(auth_mode="mtls"))
+    with pytest.raises(Unauthenticated):
+        direct.authenticate(METHOD, ((FRONT_PEER_HEADER, "evidence"),), {})
 
 
 def test_build_authenticator_follows_auth_mode() -> None:

@@ -25,6 +25,8 @@ PrincipalKind = Literal["service", "tenant", "operator", "anonymous"]
 # Metadata as gRPC hands it to a server: (key, value) pairs, keys lower-case; values of
 # "-bin" keys are bytes.
 Metadata = Sequence[tuple[str, str | bytes]]
+# The verified client certificate name a front that terminates mTLS passes to its workers.
+FRONT_PEER_HEADER = "signet-front-peer-cn"
 # gRPC's auth context: property name -> values (e.g. x509_common_name -> [b"signer"]).
 AuthContext = Mapping[str, Sequence[bytes]]
 
@@ -151,20 +153,33 @@ class MtlsAuthenticator:
     """The service identity is the subject CN of the client certificate (auth_mode ``mtls``).
 
     The TLS layer has already verified the certificate against the configured client CA
-    bundle; this only reads the verified identity gRPC puts into the auth context.
+    bundle; this only reads the verified identity gRPC puts into the auth context. Behind
+    a front that terminates TLS (``from_front``), the front verified it and sends its name
+    in the :data:`FRONT_PEER_HEADER` header, which it always strips from what callers send;
+    only the front can reach a listener that trusts that header.
     """
 
-    def __init__(self, allowed_subjects: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, allowed_subjects: frozenset[str] | None = None, *, from_front: bool = False
+    ) -> None:
         self._allowed = allowed_subjects
+        self._from_front = from_front
 
     def authenticate(self, method: str, metadata: Metadata, auth_context: AuthContext) -> Principal:
         """Return a service principal named after the peer certificate's common name."""
-        if b"ssl" not in auth_context.get("transport_security_type", ()):
-            raise Unauthenticated("client certificate required")
-        names = auth_context.get("x509_common_name", ())
-        if not names:
-            raise Unauthenticated("client certificate required")
-        subject = names[0].decode("utf-8", errors="replace")
+        if self._from_front:
+            subject = next(
+                (v for k, v in metadata if k == FRONT_PEER_HEADER and isinstance(v, str)), ""
+            )
+            if not subject:
+                raise Unauthenticated("client certificate required")
+        else:
+            if b"ssl" not in auth_context.get("transport_security_type", ()):
+                raise Unauthenticated("client certificate required")
+            names = auth_context.get("x509_common_name", ())
+            if not names:
+                raise Unauthenticated("client certificate required")
+            subject = names[0].decode("utf-8", errors="replace")
         if self._allowed is not None and subject not in self._allowed:
             raise Unauthenticated("client certificate not accepted")
         return Principal(subject=subject, kind="service")
@@ -175,7 +190,7 @@ def build_authenticator(settings: ServiceSettings) -> Authenticator:
     if settings.auth_mode == "token":
         return StaticTokenAuthenticator.parse(settings.api_token_hashes.get_secret_value())
     if settings.auth_mode == "mtls":
-        return MtlsAuthenticator()
+        return MtlsAuthenticator(from_front=settings.behind_front)
     return AnonymousAuthenticator()
 
 

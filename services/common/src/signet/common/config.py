@@ -34,6 +34,14 @@ class ServiceSettings(BaseSettings):
     grpc_reuse_port: bool = False
     # Off in worker processes whose parent serves their combined /metrics.
     metrics_enabled: bool = True
+    # Set by a service's supervisor for its worker processes behind a front (the signer's,
+    # see signet.signer.front), never by operators: the gRPC listener, e.g. a Unix socket
+    # ``unix:///dir/worker-0.sock`` in a directory only the service can enter, instead of
+    # grpc_host:grpc_port ...
+    grpc_listen: str = ""
+    # ... served without TLS (the front terminates it), and with auth_mode mtls the caller's
+    # verified certificate name arrives from the front in the FRONT_PEER_HEADER header.
+    behind_front: bool = False
 
     database_url: str = "sqlite:///signet.db"
     database_echo: bool = False
@@ -76,5 +84,5 @@ class ServiceSettings(BaseSettings):
 
     @property
     def grpc_address(self) -> str:
-        """The host:port the gRPC server binds."""
-        return f"{self.grpc_host}:{self.grpc_port}"
+        """What the gRPC server binds: host:port, or ``grpc_listen`` when set."""
+        return self.grpc_listen or f"{self.grpc_host}:{self.grpc_port}"

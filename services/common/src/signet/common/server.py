@@ -81,7 +81,10 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
     """TLS credentials for the listener: mTLS in ``mtls`` mode, server TLS when a cert is set.
 
     In ``mtls`` mode a client must present a certificate signed by ``tls_client_ca_file``.
+    Behind a front (``behind_front``) the front terminates TLS: none here.
     """
+    if settings.behind_front:
+        return None
     if settings.auth_mode == "mtls":
         if not (settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file):
             raise ValueError("auth_mode mtls needs tls_cert_file, tls_key_file, tls_client_ca_file")
@@ -146,6 +149,8 @@ class SignetServer:
     @property
     def address(self) -> str:
         """``host:port`` of the bound gRPC listener."""
+        if self._settings.grpc_listen:
+            return self._settings.grpc_listen
         host = self._settings.grpc_host
         return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
 

@@ -100,6 +100,9 @@ class SignItem:
     # What the grant names when it is not ``data`` itself: a document signature signs its
     # signed attributes, but the account consented to the document's digest.
     authorized_digest: bytes = b""
+    # The business transaction of this item when items of one call differ (SignDigests
+    # carries many callers' requests); otherwise the call's EventContext names it.
+    transaction_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 CPython runs one thread of Python at a time, so one process cannot use both cores for
 RPC handling and HSM calls. The signer therefore runs ``workers`` processes (one per core
-by default) that share the gRPC port with SO_REUSEPORT, the kernel spreading connections
-over them. The parent never loads the PKCS#11 module (a module must not be inherited over
-fork); it migrates the database, checks that the port is free, starts the signature
-journal (see :mod:`signet.signer.journal`) and the workers, restarts one that dies, serves
-their combined /metrics and passes SIGTERM on for a drain. Only worker 0 runs the outbox
-relay.
+by default). Either they share the gRPC port with SO_REUSEPORT, the kernel spreading
+connections over them, or, with ``front_binary`` set, the front (:mod:`signet.signer.front`)
+takes the port and passes calls to the workers on private Unix sockets, coalescing
+concurrent SignDigest calls. The parent never loads the PKCS#11 module (a module must not
+be inherited over fork); it migrates the database, checks that the port is free, starts
+the signature journal (see :mod:`signet.signer.journal`), the workers and the front,
+restarts one that dies, serves the workers' combined /metrics and passes SIGTERM on for a
+drain. Only worker 0 runs the outbox relay.
 """
 
 from __future__ import annotations
@@ -25,26 +27,28 @@ import threading
 import time
 from types import FrameType
 
+import grpc
 from prometheus_client import CollectorRegistry, multiprocess
 
 from signet.common.db import Database
 from signet.common.errors import ServiceError
 from signet.common.keys import KeyBackend
 from signet.common.logging import configure_logging
-from signet.common.metrics import MetricsServer
+from signet.common.metrics import GrpcServerMetrics, MetricsServer
 from signet.common.runtime import Runtime, run
-from signet.signer import documents
+from signet.signer import documents, front
 from signet.signer.config import SignerSettings
 from signet.signer.journal import JournalClient
 from signet.signer.models import MIGRATIONS_DIR
 from signet.signer.service import Signer
-from signet.signer.servicer import SignerServicer
-from signet.signer.v1 import signer_pb2, signer_pb2_grpc
+from signet.signer.servicer import SignerServicer, SignerWorkerServicer
+from signet.signer.v1 import signer_pb2, signer_pb2_grpc, worker_pb2_grpc
 
 SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
 WORKER_ENV = "SIGNET_SIGNER_WORKER_INDEX"
 JOURNAL_ENV = "SIGNET_SIGNER_JOURNAL_SOCKET"
 JOURNAL = -1  # the journal's slot among the supervised processes
+FRONT = -2  # the front's (see signet.signer.front)
 _log = logging.getLogger("signet.signer.server")
 
 
@@ -64,7 +68,7 @@ def _main() -> None:
         serve_worker(settings, int(index), migrate=False)
         return
     workers = settings.workers or os.cpu_count() or 1
-    if workers == 1:
+    if workers == 1 and not settings.front_binary:
         serve_worker(settings, 0, migrate=True)
     else:
         sys.exit(Supervisor(settings, workers).run())
@@ -102,13 +106,21 @@ def serve_worker(settings: SignerSettings, index: int, *, migrate: bool) -> None
         on_commit=runtime.committed,
         _committer=JournalClient(journal_socket) if journal_socket else None,
     )
+    servicer = SignerServicer(signer, tsa_url=settings.tsa_url, timestamper=timestamper)
+    # Behind the front, workers also take the SignDigest calls it coalesces.
+    worker = (
+        SignerWorkerServicer(signer, GrpcServerMetrics.create(settings.service_name))
+        if settings.behind_front
+        else None
+    )
+
+    def register(servicer: SignerServicer, server: grpc.Server) -> None:
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(servicer, server)
+        if worker is not None:
+            worker_pb2_grpc.add_SignerWorkerServiceServicer_to_server(worker, server)
+
     try:
-        run(
-            runtime,
-            SignerServicer(signer, tsa_url=settings.tsa_url, timestamper=timestamper),
-            signer_pb2_grpc.add_SignerServiceServicer_to_server,
-            service_names=[SERVICE_NAME],
-        )
+        run(runtime, servicer, register, service_names=[SERVICE_NAME])
     finally:
         signer.close()
         pool.close()  # type: ignore[attr-defined]
@@ -142,6 +154,8 @@ class Supervisor:
         settings = self._settings
         configure_logging(settings.service_name, settings.log_level)
         port = self._check_port()
+        if settings.front_binary and not os.access(settings.front_binary, os.X_OK):
+            raise SystemExit(f"signer: front_binary {settings.front_binary} is not an executable")
         db = Database.from_url(settings.database_url)
         try:
             db.migrate(MIGRATIONS_DIR)
@@ -151,8 +165,11 @@ class Supervisor:
         env = dict(os.environ)
         env["PROMETHEUS_MULTIPROC_DIR"] = self._multiproc_dir
         env["SIGNET_SIGNER_GRPC_PORT"] = str(port)
-        env["SIGNET_SIGNER_GRPC_REUSE_PORT"] = "true"
         env["SIGNET_SIGNER_METRICS_ENABLED"] = "false"
+        if settings.front_binary:
+            env["SIGNET_SIGNER_BEHIND_FRONT"] = "true"
+        else:
+            env["SIGNET_SIGNER_GRPC_REUSE_PORT"] = "true"
         env[JOURNAL_ENV] = os.path.join(self._multiproc_dir, "journal.sock")
         metrics = self._metrics_server()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -163,6 +180,8 @@ class Supervisor:
             self._wait_for_journal(env[JOURNAL_ENV])
             for index in range(self._workers):
                 self._spawn(index, env)
+            if settings.front_binary:
+                self._spawn(FRONT, env)
             while not self._stop.wait(timeout=0.5):
                 self._restart_dead(env)
             return self._drain()
@@ -170,6 +189,10 @@ class Supervisor:
             if metrics is not None:
                 metrics.stop()
             shutil.rmtree(self._multiproc_dir, ignore_errors=True)
+
+    def _worker_socket(self, index: int) -> str:
+        """A worker's listener behind the front: in the supervisor's private directory."""
+        return f"unix://{os.path.join(self._multiproc_dir, f'worker-{index}.sock')}"
 
     def _check_port(self) -> int:
         """Fail loudly when another program holds the port; pick one for port 0."""
@@ -196,10 +219,17 @@ class Supervisor:
         if index == JOURNAL:
             command = [sys.executable, "-m", "signet.signer.journal", env[JOURNAL_ENV]]
             child_env = env
+        elif index == FRONT:
+            listen = f"{self._settings.grpc_host}:{env['SIGNET_SIGNER_GRPC_PORT']}"
+            workers = [self._worker_socket(i) for i in range(self._workers)]
+            command = front.command(self._settings, listen, workers)
+            child_env = env
         else:
             command = [sys.executable, "-m", "signet.signer"]
             child_env = dict(env)
             child_env[WORKER_ENV] = str(index)
+            if self._settings.front_binary:
+                child_env["SIGNET_SIGNER_GRPC_LISTEN"] = self._worker_socket(index)
         self._procs[index] = subprocess.Popen(
             command, env=child_env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )

@@ -731,7 +731,7 @@ def _signature_events(
             if p.key.owner.account:
                 envelope.actor.tenant_id = p.key.owner.tenant
                 envelope.actor.account_id = p.key.owner.account
-            envelope.transaction_id = context.transaction_id
+            envelope.transaction_id = p.item.transaction_id or context.transaction_id
             envelope.digests.append(convert.digest_message(hash_alg, p.named_digest))
             shared[kind] = _EventTemplate(envelope, payload)
             envelopes.append(envelope)
@@ -745,6 +745,7 @@ def _signature_events(
         envelope = EventEnvelope()
         envelope.CopyFrom(template.envelope)
         envelope.id = str(uuid.uuid4())
+        envelope.transaction_id = p.item.transaction_id or context.transaction_id
         envelope.digests[0].value = p.named_digest
         envelope.payload.Pack(event)
         envelopes.append(envelope)

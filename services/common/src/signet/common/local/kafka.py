@@ -71,7 +71,7 @@ def _require_tool(name: str, why: str) -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock across processes, so parallel callers fetch once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -93,7 +93,7 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION) -> Path:
     if (libs / _COMPLETE_MARKER).exists():
         return libs
     mvn = _require_tool("mvn", "to fetch the Kafka broker jars")
-    with _file_lock(base / ".lock"):
+    with file_lock(base / ".lock"):
         if (libs / _COMPLETE_MARKER).exists():
             return libs
         staging = base / "libs.partial"

@@ -261,9 +261,18 @@ def service_env(
 
 
 def _token_env() -> dict[str, str]:
-    """The SoftHSM token (initialised once) as the signer's and identity's settings."""
+    """The SoftHSM token (initialised once) and the signer's front, as services' settings.
+
+    The token for the signer and identity; the front built once from the checkout.
+    """
     token = softhsm.ensure_token(state_dir())
     token_env = dict(token.env)
+    if "SIGNET_SIGNER_FRONT_BINARY" not in os.environ:
+        # As in production: the compiled front on the signer's port (set it empty to run
+        # the workers on the port themselves).
+        from signet.signer import front
+
+        token_env["SIGNET_SIGNER_FRONT_BINARY"] = str(front.build())
     token_env.update(
         {
             "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),

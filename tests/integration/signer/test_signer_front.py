@@ -1,0 +1,328 @@
+"""The signer with its front, as deployed: the compiled front on the port, workers behind it.
+
+Real SoftHSM token, SQLite file, token auth, the front built from services/signer/front.
+Covers: every kind of call passes through (unary, SignBatch, health); concurrent SignDigest
+calls of several callers each get their own signature or their own status, never another
+caller's; each request's transaction id reaches its event; the per-request SignDigest
+metrics; the internal service is not reachable from outside; a killed front is replaced;
+SIGTERM drains everything with exit code 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+from signet.common.auth import FRONT_PEER_HEADER, hash_token
+from signet.common.events import decode_envelope
+from signet.common.local.kafka import free_port
+from signet.common.local.platform import wait_serving
+from signet.common.local.softhsm import TokenInfo
+from signet.common.v1 import common_pb2
+from signet.signer import front
+from signet.signer.v1 import signer_pb2, signer_pb2_grpc, worker_pb2, worker_pb2_grpc
+
+pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
+
+TOKENS = {"evidence": "front-test-evidence", "ca-gateway": "front-test-ca"}
+SIGN_DIGEST = "/signet.signer.v1.SignerService/SignDigest"
+SIGN_DIGESTS = "/signet.signer.v1.SignerWorkerService/SignDigests"
+
+
+def _metadata(principal: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {TOKENS[principal]}"),)
+
+
+@dataclass
+class FrontedSigner:
+    proc: subprocess.Popen[bytes]
+    address: str
+    metrics_url: str
+    database: Path
+
+    def children(self) -> dict[int, bytes]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        found = {}
+        for pid in out.stdout.split():
+            with contextlib.suppress(OSError):
+                found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return found
+
+    def front_pid(self) -> int | None:
+        return next((p for p, cmd in self.children().items() if front.NAME.encode() in cmd), None)
+
+    def counter(self, method: str, code: str) -> float:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
+            text = reply.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("signet_signer_grpc_requests_total{")
+            and f'method="{method}"' in line
+            and f'code="{code}"' in line
+        )
+
+
+@pytest.fixture(scope="module")
+def front_binary() -> Path:
+    return front.build()
+
+
+@pytest.fixture
+def fronted(
+    softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
+) -> Iterator[FrontedSigner]:
+    port, metrics_port = free_port(), free_port()
+    env = dict(os.environ)
+    env.update(softhsm_token.env)
+    env.update(
+        {
+            "SIGNET_SIGNER_GRPC_PORT": str(port),
+            "SIGNET_SIGNER_METRICS_PORT": str(metrics_port),
+            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{tmp_path / 'signer.db'}",
+            "SIGNET_SIGNER_PKCS11_MODULE": str(softhsm_token.module_path),
+            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": softhsm_token.label,
+            "SIGNET_SIGNER_PKCS11_PIN": softhsm_token.pin,
+            "SIGNET_SIGNER_AUTH_MODE": "token",
+            "SIGNET_SIGNER_API_TOKEN_HASHES": ",".join(
+                f"{name}:{hash_token(token)}" for name, token in TOKENS.items()
+            ),
+            "SIGNET_SIGNER_WORKERS": "2",
+            "SIGNET_SIGNER_DRAIN_SECONDS": "2",
+            "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
+            "SIGNET_SIGNER_FRONT_BINARY": str(front_binary),
+            # One group in flight per worker, so that concurrent calls queue in the front.
+            "SIGNET_SIGNER_FRONT_BATCHES_PER_WORKER": "1",
+        }
+    )
+    with (tmp_path / "signer.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signet.signer"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    running = FrontedSigner(
+        proc,
+        f"127.0.0.1:{port}",
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        tmp_path / "signer.db",
+    )
+    try:
+        assert wait_serving(running.address), (tmp_path / "signer.log").read_text()[-3000:]
+        yield running
+    finally:
+        children = running.children()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _create_key(
+    stub: signer_pb2_grpc.SignerServiceStub, owner: str
+) -> tuple[str, ec.EllipticCurvePublicKey]:
+    key = stub.CreateKey(
+        signer_pb2.CreateKeyRequest(
+            algorithm=common_pb2.KEY_ALGORITHM_EC_P256,
+            purpose=signer_pb2.KEY_PURPOSE_LOG_SIGNING,
+            owner=signer_pb2.KeyOwner(system=owner),
+        ),
+        metadata=_metadata(owner),
+        timeout=10,
+    ).key
+    public = stub.GetPublicKey(
+        signer_pb2.GetPublicKeyRequest(key_id=key.key_id), metadata=_metadata(owner), timeout=10
+    ).public_key
+    loaded = serialization.load_der_public_key(public.spki_der)
+    assert isinstance(loaded, ec.EllipticCurvePublicKey)
+    return key.key_id, loaded
+
+
+def _digest_request(key_id: str, n: int, *, length: int = 32) -> signer_pb2.SignDigestRequest:
+    return signer_pb2.SignDigestRequest(
+        key_id=key_id,
+        digest=common_pb2.Digest(
+            algorithm=common_pb2.HASH_ALGORITHM_SHA256,
+            value=hashlib.sha256(str(n).encode()).digest()[:length],
+        ),
+        transaction_id=f"txn-{n}",
+    )
+
+
+def test_concurrent_callers_each_get_their_own_outcome(fronted: FrontedSigner) -> None:
+    channels = [
+        grpc.insecure_channel(fronted.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(4)
+    ]
+    stubs = [signer_pb2_grpc.SignerServiceStub(c) for c in channels]
+    evidence_key, evidence_public = _create_key(stubs[0], "evidence")
+    ca_key, ca_public = _create_key(stubs[0], "ca-gateway")
+    publics = {evidence_key: evidence_public, ca_key: ca_public}
+
+    # (caller, request, expected code): good calls of two callers, mixed with bad ones.
+    cases: list[tuple[str, signer_pb2.SignDigestRequest, grpc.StatusCode]] = []
+    for n in range(240):
+        kind = n % 6
+        if kind == 0:
+            cases.append(("evidence", _digest_request("key-missing", n), grpc.StatusCode.NOT_FOUND))
+        elif kind == 1:
+            cases.append(
+                (
+                    "evidence",
+                    _digest_request(evidence_key, n, length=20),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                )
+            )
+        elif kind == 2:
+            # Evidence may not use the CA's key: refused, whoever shares its batch.
+            cases.append(
+                ("evidence", _digest_request(ca_key, n), grpc.StatusCode.PERMISSION_DENIED)
+            )
+        elif kind == 3:
+            cases.append(("ca-gateway", _digest_request(ca_key, n), grpc.StatusCode.OK))
+        else:
+            cases.append(("evidence", _digest_request(evidence_key, n), grpc.StatusCode.OK))
+
+    def call(index: int) -> tuple[grpc.StatusCode, signer_pb2.SignDigestResponse | None]:
+        caller, request, _ = cases[index]
+        try:
+            reply = stubs[index % len(stubs)].SignDigest(
+                request, metadata=_metadata(caller), timeout=30
+            )
+        except grpc.RpcError as err:
+            return err.code(), None
+        return grpc.StatusCode.OK, reply
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(call, range(len(cases))))
+
+    signature_ids = set()
+    for (caller, request, expected), (code, reply) in zip(cases, outcomes, strict=True):
+        assert code == expected, (caller, request.key_id, request.transaction_id)
+        if reply is None:
+            continue
+        assert reply.key_id == request.key_id
+        # The signature is over this caller's own digest, by the key it named.
+        publics[request.key_id].verify(
+            reply.signature,
+            request.digest.value,
+            ec.ECDSA(utils.Prehashed(hashes.SHA256())),
+        )
+        signature_ids.add(reply.signature_id)
+    signed = sum(1 for c in cases if c[2] == grpc.StatusCode.OK)
+    assert len(signature_ids) == signed
+
+    # Every call counted once as SignDigest with its own code, and the calls reached the
+    # workers through the internal SignDigests.
+    assert fronted.counter(SIGN_DIGEST, "OK") == signed
+    assert fronted.counter(SIGN_DIGEST, "NOT_FOUND") == 40
+    assert fronted.counter(SIGN_DIGEST, "INVALID_ARGUMENT") == 40
+    assert fronted.counter(SIGN_DIGEST, "PERMISSION_DENIED") == 40
+    assert fronted.counter(SIGN_DIGESTS, "OK") >= 1
+
+    # Each signature's event carries the transaction id of the request it answered.
+    with contextlib.closing(sqlite3.connect(fronted.database)) as db:
+        rows = db.execute("SELECT envelope FROM outbox").fetchall()
+    transactions = {
+        decode_envelope(row[0]).transaction_id
+        for row in rows
+        if decode_envelope(row[0]).type.endswith("SignatureCreated")
+    }
+    expected_transactions = {r.transaction_id for _, r, code in cases if code == grpc.StatusCode.OK}
+    assert transactions == expected_transactions
+    for channel in channels:
+        channel.close()
+
+
+def test_other_calls_pass_through_and_internal_service_is_hidden(fronted: FrontedSigner) -> None:
+    channel = grpc.insecure_channel(fronted.address)
+    stub = signer_pb2_grpc.SignerServiceStub(channel)
+    key_id, public = _create_key(stub, "evidence")
+
+    batch = stub.SignBatch(
+        signer_pb2.SignBatchRequest(
+            items=[
+                signer_pb2.SignBatchItem(
+                    item_id=str(n), key_id=key_id, digest=_digest_request(key_id, n).digest
+                )
+                for n in range(5)
+            ]
+        ),
+        metadata=_metadata("evidence"),
+        timeout=10,
+    )
+    assert [r.status.code for r in batch.results] == [0] * 5
+
+    # The callers' errors come back with their code and message, as from the workers.
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.GetKey(signer_pb2.GetKeyRequest(key_id="key-nope"), metadata=_metadata("evidence"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "key-nope" in (missing.value.details() or "")
+    with pytest.raises(grpc.RpcError) as anonymous:
+        stub.SignDigest(_digest_request(key_id, 1), timeout=10)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # The front's peer header means nothing from a caller (and is stripped anyway).
+    with pytest.raises(grpc.RpcError) as spoofed:
+        stub.SignDigest(
+            _digest_request(key_id, 1), metadata=((FRONT_PEER_HEADER, "evidence"),), timeout=10
+        )
+    assert spoofed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    # The workers' internal service is not reachable from outside, even with credentials.
+    internal = worker_pb2_grpc.SignerWorkerServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as hidden:
+        internal.SignDigests(
+            worker_pb2.SignDigestsRequest(requests=[_digest_request(key_id, 2)]),
+            metadata=_metadata("evidence"),
+            timeout=10,
+        )
+    assert hidden.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert fronted.counter(SIGN_DIGESTS, "OK") == 0
+    del public
+    channel.close()
+
+
+def test_a_killed_front_is_replaced_and_sigterm_drains_everything(
+    fronted: FrontedSigner,
+) -> None:
+    children = fronted.children()
+    assert len(children) == 4  # journal, two workers, front
+    victim = fronted.front_pid()
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = fronted.front_pid()
+        if now is not None and now != victim:
+            break
+        time.sleep(0.2)
+    assert fronted.front_pid() not in (None, victim)
+    assert wait_serving(fronted.address, timeout=30)
+    stub = signer_pb2_grpc.SignerServiceStub(grpc.insecure_channel(fronted.address))
+    key_id, _ = _create_key(stub, "evidence")
+    assert stub.SignDigest(_digest_request(key_id, 7), metadata=_metadata("evidence"), timeout=10)
+
+    remaining = fronted.children()
+    fronted.proc.send_signal(signal.SIGTERM)
+    assert fronted.proc.wait(timeout=30) == 0
+    for pid in remaining:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
