@@ -4,8 +4,8 @@ Real SoftHSM token, SQLite file, token auth, the front built from services/signe
 Covers: every kind of call passes through (unary, SignBatch, health); concurrent SignDigest
 calls of several callers each get their own signature or their own status, never another
 caller's; each request's transaction id reaches its event; the per-request SignDigest
-metrics; the internal service is not reachable from outside; a killed front is replaced;
-SIGTERM drains everything with exit code 0.
+metrics, also when a whole coalesced call fails; the internal service is not reachable
+from outside; a killed front is replaced; SIGTERM drains everything with exit code 0.
 """
 
 from __future__ import annotations
@@ -319,6 +319,24 @@ def test_a_killed_front_is_replaced_and_sigterm_drains_everything(
     stub = signer_pb2_grpc.SignerServiceStub(grpc.insecure_channel(fronted.address))
     key_id, _ = _create_key(stub, "evidence")
     assert stub.SignDigest(_digest_request(key_id, 7), metadata=_metadata("evidence"), timeout=10)
+
+    # While the journal is down, coalesced calls fail UNAVAILABLE as a whole; each still
+    # counts as a failed SignDigest, so the SLA sees it.
+    (journal,) = (p for p, cmd in fronted.children().items() if b"signer.journal" in cmd)
+    os.kill(journal, signal.SIGKILL)
+    codes: list[grpc.StatusCode] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            stub.SignDigest(_digest_request(key_id, 8), metadata=_metadata("evidence"), timeout=10)
+            break
+        except grpc.RpcError as err:
+            codes.append(err.code())
+            time.sleep(0.1)
+    failed = len(codes)
+    assert failed >= 1
+    assert set(codes) == {grpc.StatusCode.UNAVAILABLE}
+    assert fronted.counter(SIGN_DIGEST, "UNAVAILABLE") == failed
 
     remaining = fronted.children()
     fronted.proc.send_signal(signal.SIGTERM)

@@ -332,6 +332,19 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
     ) -> worker_pb2.SignDigestsResponse:
         """Sign many callers' SignDigest requests; one outcome per request, in order."""
         started = time.perf_counter()
+        try:
+            outcomes = self._sign_all(request)
+        except BaseException as exc:
+            # The whole call failed (journal down, HSM gone ...): so did each caller's.
+            code = exc.code if isinstance(exc, ServiceError) else grpc.StatusCode.INTERNAL
+            self._count([code.value[0]] * len(request.requests), time.perf_counter() - started)
+            raise
+        self._count([o.status.code for o in outcomes], time.perf_counter() - started)
+        return worker_pb2.SignDigestsResponse(outcomes=outcomes)
+
+    def _sign_all(
+        self, request: worker_pb2.SignDigestsRequest
+    ) -> list[worker_pb2.SignDigestOutcome]:
         count = len(request.requests)
         if count == 0:
             raise InvalidArgument("at least one request is required")
@@ -365,16 +378,15 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
                         response=_digest_response(result), status=common_pb2.Status(code=0)
                     )
                 )
-        done = [o for o in outcomes if o is not None]
-        self._count(done, time.perf_counter() - started)
-        return worker_pb2.SignDigestsResponse(outcomes=done)
+        return [o for o in outcomes if o is not None]
 
-    def _count(self, outcomes: list[worker_pb2.SignDigestOutcome], seconds: float) -> None:
+    def _count(self, codes: list[int], seconds: float) -> None:
+        """Count each request as one SignDigest call with its own status code."""
         if self._metrics is None:
             return
         duration = self._metrics.duration.labels(method=SIGN_DIGEST_METHOD)
-        for outcome in outcomes:
-            code = _CODES.get(outcome.status.code, grpc.StatusCode.UNKNOWN)
+        for number in codes:
+            code = _CODES.get(number, grpc.StatusCode.UNKNOWN)
             child = self._counted.get(code)
             if child is None:
                 child = self._counted[code] = self._metrics.requests.labels(
