@@ -22,6 +22,11 @@ data:
   {{- if eq .key "signer" }}
   {{ $p }}WORKERS: {{ $v.workers | quote }}
   {{ $p }}MAX_BATCH_SIZE: {{ $v.maxBatchSize | quote }}
+  {{- if not $v.front.enabled }}
+  {{ $p }}FRONT_BINARY: ""
+  {{- end }}
+  {{ $p }}FRONT_MAX_BATCH: {{ $v.front.maxBatch | quote }}
+  {{ $p }}FRONT_BATCHES_PER_WORKER: {{ $v.front.batchesPerWorker | quote }}
   {{ $p }}TSA_URL: {{ $v.tsaUrl | quote }}
   {{ $p }}PKCS11_MODULE: {{ .root.Values.hsm.modulePath | quote }}
   {{ $p }}PKCS11_TOKEN_LABEL: {{ .root.Values.hsm.tokenLabel | quote }}
