@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import SecretStr
@@ -27,6 +19,7 @@ from signet.common.testing.grpc import (
     bytes_unary_unary,
     settings_for_tests,
 )
+from tests.fixtures.tls import Pki, write_test_pki
 
 SERVICE = "test.WhoAmI"
 
@@ -122,117 +115,9 @@ def test_auth_failures_are_counted_as_unauthenticated(token_server: InProcessSer
 # Mutual TLS ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: bytes
-    client_key: bytes
-    rogue_cert: bytes
-    rogue_key: bytes
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(
-    cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], *, server: bool
-) -> tuple[bytes, bytes]:
-    ca_cert, ca_key = issuer
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca = _ca("Signet Test CA")
-    rogue_ca = _ca("Rogue CA")
-    server_cert, server_key = _leaf("localhost", ca, server=True)
-    client_cert, client_key = _leaf("signer", ca, server=False)
-    rogue_cert, rogue_key = _leaf("signer", rogue_ca, server=False)
-    paths = {
-        "ca": ca[0].public_bytes(serialization.Encoding.PEM),
-        "server.crt": server_cert,
-        "server.key": server_key,
-    }
-    for name, data in paths.items():
-        (directory / name).write_bytes(data)
-    return Pki(
-        ca=directory / "ca",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=client_cert,
-        client_key=client_key,
-        rogue_cert=rogue_cert,
-        rogue_key=rogue_key,
-    )
+    return write_test_pki(tmp_path_factory.mktemp("pki"), client_cn="signer")
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from signet.common.auth import FRONT_PEER_HEADER, hash_token
 from signet.common.events import decode_envelope
@@ -37,6 +38,7 @@ from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
 from signet.signer import front
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.fixtures.tls import write_test_pki
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
 
@@ -86,34 +88,30 @@ def front_binary() -> Path:
     return front.build()
 
 
-@pytest.fixture
-def fronted(
-    softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
+@contextlib.contextmanager
+def _fronted_signer(
+    token: TokenInfo, directory: Path, binary: Path, auth: dict[str, str]
 ) -> Iterator[FrontedSigner]:
     port, metrics_port = free_port(), free_port()
     env = dict(os.environ)
-    env.update(softhsm_token.env)
+    env.update(token.env)
     env.update(
         {
             "SIGNET_SIGNER_GRPC_PORT": str(port),
             "SIGNET_SIGNER_METRICS_PORT": str(metrics_port),
-            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{tmp_path / 'signer.db'}",
-            "SIGNET_SIGNER_PKCS11_MODULE": str(softhsm_token.module_path),
-            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": softhsm_token.label,
-            "SIGNET_SIGNER_PKCS11_PIN": softhsm_token.pin,
-            "SIGNET_SIGNER_AUTH_MODE": "token",
-            "SIGNET_SIGNER_API_TOKEN_HASHES": ",".join(
-                f"{name}:{hash_token(token)}" for name, token in TOKENS.items()
-            ),
+            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{directory / 'signer.db'}",
+            "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),
+            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": token.label,
+            "SIGNET_SIGNER_PKCS11_PIN": token.pin,
             "SIGNET_SIGNER_WORKERS": "2",
             "SIGNET_SIGNER_DRAIN_SECONDS": "2",
             "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
-            "SIGNET_SIGNER_FRONT_BINARY": str(front_binary),
-            # One group in flight per worker, so that concurrent calls queue in the front.
-            "SIGNET_SIGNER_FRONT_BATCHES_PER_WORKER": "1",
+            "SIGNET_SIGNER_FRONT_BINARY": str(binary),
+            **auth,
         }
     )
-    with (tmp_path / "signer.log").open("wb") as out:
+    log = directory / "signer.log"
+    with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "signet.signer"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
@@ -121,10 +119,9 @@ def fronted(
         proc,
         f"127.0.0.1:{port}",
         f"http://127.0.0.1:{metrics_port}/metrics",
-        tmp_path / "signer.db",
+        directory / "signer.db",
     )
     try:
-        assert wait_serving(running.address), (tmp_path / "signer.log").read_text()[-3000:]
         yield running
     finally:
         children = running.children()
@@ -134,6 +131,21 @@ def fronted(
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def fronted(
+    softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
+) -> Iterator[FrontedSigner]:
+    auth = {
+        "SIGNET_SIGNER_AUTH_MODE": "token",
+        "SIGNET_SIGNER_API_TOKEN_HASHES": ",".join(
+            f"{name}:{hash_token(token)}" for name, token in TOKENS.items()
+        ),
+    }
+    with _fronted_signer(softhsm_token, tmp_path, front_binary, auth) as running:
+        assert wait_serving(running.address), (tmp_path / "signer.log").read_text()[-3000:]
+        yield running
 
 
 def _create_key(
@@ -344,3 +356,60 @@ def test_a_killed_front_is_replaced_and_sigterm_drains_everything(
     for pid in remaining:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_mtls_callers_are_told_apart_by_their_verified_certificates(
+    softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
+) -> None:
+    pki = write_test_pki(tmp_path, client_cn="evidence")
+    auth = {
+        "SIGNET_SIGNER_AUTH_MODE": "mtls",
+        "SIGNET_SIGNER_TLS_CERT_FILE": str(pki.server_cert),
+        "SIGNET_SIGNER_TLS_KEY_FILE": str(pki.server_key),
+        "SIGNET_SIGNER_TLS_CLIENT_CA_FILE": str(pki.ca),
+    }
+
+    def channel(cert: tuple[bytes, bytes] | None) -> grpc.Channel:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki.ca.read_bytes(),
+            private_key=cert[1] if cert else None,
+            certificate_chain=cert[0] if cert else None,
+        )
+        return grpc.secure_channel(address, credentials)
+
+    with _fronted_signer(softhsm_token, tmp_path, front_binary, auth) as running:
+        address = running.address
+        evidence_channel = channel((pki.client_cert, pki.client_key))
+        health = health_pb2_grpc.HealthStub(evidence_channel)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            time.sleep(0.2)
+        evidence = signer_pb2_grpc.SignerServiceStub(evidence_channel)
+        key = evidence.CreateKey(
+            signer_pb2.CreateKeyRequest(
+                algorithm=common_pb2.KEY_ALGORITHM_EC_P256,
+                purpose=signer_pb2.KEY_PURPOSE_LOG_SIGNING,
+                owner=signer_pb2.KeyOwner(system="evidence"),
+            ),
+            timeout=10,
+        ).key
+        assert evidence.SignDigest(_digest_request(key.key_id, 1), timeout=10).signature
+
+        # Another service's certificate may not use evidence's key, however it dresses up:
+        # the front replaces the peer header with the name it verified.
+        ca_gateway = signer_pb2_grpc.SignerServiceStub(channel(pki.client("ca-gateway")))
+        for metadata in ((), ((FRONT_PEER_HEADER, "evidence"),)):
+            with pytest.raises(grpc.RpcError) as refused:
+                ca_gateway.SignDigest(_digest_request(key.key_id, 2), metadata=metadata, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        # No certificate, or one from another CA: no connection at all.
+        for cert in (None, (pki.rogue_cert, pki.rogue_key)):
+            stranger = signer_pb2_grpc.SignerServiceStub(channel(cert))
+            with pytest.raises(grpc.RpcError) as unknown:
+                stranger.SignDigest(_digest_request(key.key_id, 3), timeout=10)
+            assert unknown.value.code() == grpc.StatusCode.UNAVAILABLE
