@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -90,9 +91,9 @@ def front_binary() -> Path:
 
 @contextlib.contextmanager
 def _fronted_signer(
-    token: TokenInfo, directory: Path, binary: Path, auth: dict[str, str]
+    token: TokenInfo, directory: Path, binary: Path, auth: dict[str, str], port: int = 0
 ) -> Iterator[FrontedSigner]:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = port or free_port(), free_port()
     env = dict(os.environ)
     env.update(token.env)
     env.update(
@@ -133,19 +134,29 @@ def _fronted_signer(
                 os.kill(pid, signal.SIGKILL)
 
 
+_TOKEN_AUTH = {
+    "SIGNET_SIGNER_AUTH_MODE": "token",
+    "SIGNET_SIGNER_API_TOKEN_HASHES": ",".join(
+        f"{name}:{hash_token(token)}" for name, token in TOKENS.items()
+    ),
+}
+
+
 @pytest.fixture
 def fronted(
     softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
 ) -> Iterator[FrontedSigner]:
-    auth = {
-        "SIGNET_SIGNER_AUTH_MODE": "token",
-        "SIGNET_SIGNER_API_TOKEN_HASHES": ",".join(
-            f"{name}:{hash_token(token)}" for name, token in TOKENS.items()
-        ),
-    }
-    with _fronted_signer(softhsm_token, tmp_path, front_binary, auth) as running:
+    with _fronted_signer(softhsm_token, tmp_path, front_binary, _TOKEN_AUTH) as running:
         assert wait_serving(running.address), (tmp_path / "signer.log").read_text()[-3000:]
         yield running
+
+
+def _time_wait_on(port: int) -> bool:
+    """Whether a TCP connection with local port ``port`` is in TIME_WAIT (state 06)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(
+        int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "06" for f in map(str.split, lines)
+    )
 
 
 def _create_key(
@@ -413,3 +424,35 @@ def test_mtls_callers_are_told_apart_by_their_verified_certificates(
             with pytest.raises(grpc.RpcError) as unknown:
                 stranger.SignDigest(_digest_request(key.key_id, 3), timeout=10)
             assert unknown.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_signer_killed_whole_comes_back_on_its_port(
+    fronted: FrontedSigner, softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
+) -> None:
+    # Callers connected, then the supervisor and all its children SIGKILLed at once (as a
+    # node or container dies): the front's side of those connections is left in TIME_WAIT.
+    channel = grpc.insecure_channel(fronted.address)
+    stub = signer_pb2_grpc.SignerServiceStub(channel)
+    key_id, _ = _create_key(stub, "evidence")
+    assert stub.SignDigest(_digest_request(key_id, 1), metadata=_metadata("evidence"), timeout=10)
+    port = int(fronted.address.rsplit(":", 1)[1])
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+    everyone = [fronted.proc.pid, *fronted.children()]
+    for pid in everyone:
+        os.kill(pid, signal.SIGKILL)
+    fronted.proc.wait()
+    # The dead front closed first; once this side closes too, its end is in TIME_WAIT.
+    while idle.recv(4096):  # its HTTP/2 settings, then its FIN
+        pass
+    idle.close()
+    assert _time_wait_on(port)
+
+    # Same port, same database (the key is still there).
+    with _fronted_signer(softhsm_token, tmp_path, front_binary, _TOKEN_AUTH, port) as restarted:
+        assert wait_serving(restarted.address, timeout=60), (tmp_path / "signer.log").read_text()[
+            -3000:
+        ]
+        assert stub.SignDigest(
+            _digest_request(key_id, 2), metadata=_metadata("evidence"), timeout=10
+        ).signature
+    channel.close()

@@ -199,6 +199,9 @@ class Supervisor:
         settings = self._settings
         family = socket.AF_INET6 if ":" in settings.grpc_host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the servers themselves bind: connections a killed predecessor left in
+            # TIME_WAIT do not hold the port, a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((settings.grpc_host, settings.grpc_port))
             except OSError as err:
