@@ -456,3 +456,25 @@ def test_a_signer_killed_whole_comes_back_on_its_port(
             _digest_request(key_id, 2), metadata=_metadata("evidence"), timeout=10
         ).signature
     channel.close()
+
+
+def test_the_port_opens_only_once_workers_listen(
+    softhsm_token: TokenInfo, tmp_path: Path, front_binary: Path
+) -> None:
+    # A balancer that finds the port open sends calls there: they must not meet a front
+    # with no worker behind it (UNAVAILABLE), as they did after a restart in make chaos.
+    with _fronted_signer(softhsm_token, tmp_path, front_binary, _TOKEN_AUTH) as starting:
+        port = int(starting.address.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the signer's port never opened"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        with grpc.insecure_channel(starting.address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -49,6 +49,8 @@ WORKER_ENV = "SIGNET_SIGNER_WORKER_INDEX"
 JOURNAL_ENV = "SIGNET_SIGNER_JOURNAL_SOCKET"
 JOURNAL = -1  # the journal's slot among the supervised processes
 FRONT = -2  # the front's (see signet.signer.front)
+# How long the front waits for the workers before it opens the port anyway.
+WORKER_START_SECONDS = 120.0
 _log = logging.getLogger("signet.signer.server")
 
 
@@ -181,6 +183,10 @@ class Supervisor:
             for index in range(self._workers):
                 self._spawn(index, env)
             if settings.front_binary:
+                # The port opens only once workers listen: a caller's balancer must not
+                # find an open port that can only answer UNAVAILABLE (the old behaviour of
+                # the workers on the port, which bind it when ready).
+                self._wait_for_workers(env)
                 self._spawn(FRONT, env)
             while not self._stop.wait(timeout=0.5):
                 self._restart_dead(env)
@@ -243,6 +249,28 @@ class Supervisor:
             if self._procs[JOURNAL].poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("signer: the signature journal did not start")
             time.sleep(0.05)
+
+    def _wait_for_workers(self, env: dict[str, str], timeout: float = WORKER_START_SECONDS) -> None:
+        """Wait until every worker accepts on its socket (or ``timeout``, or a stop)."""
+        deadline = time.monotonic() + timeout
+        waiting = set(range(self._workers))
+        while waiting and time.monotonic() < deadline and not self._stop.is_set():
+            for index in list(waiting):
+                path = self._worker_socket(index).removeprefix("unix://")
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    try:
+                        probe.connect(path)
+                    except OSError:
+                        continue
+                waiting.discard(index)
+            if waiting:
+                self._restart_dead(env)
+                self._stop.wait(0.1)
+        if waiting:
+            _log.warning(
+                "opening the port with workers still starting",
+                extra={"workers_starting": sorted(waiting)},
+            )
 
     def _restart_dead(self, env: dict[str, str]) -> None:
         for index, proc in list(self._procs.items()):
