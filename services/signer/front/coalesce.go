@@ -33,12 +33,14 @@ var unaryDesc = &grpc.StreamDesc{}
 
 // pendingCall is one SignDigest call waiting for its result.
 type pendingCall struct {
-	ctx  context.Context // the caller's context: deadline and cancellation
-	req  []byte          // the caller's SignDigestRequest, undecoded
-	md   metadata.MD     // metadata to forward to the worker
-	key  string          // the caller's identity; only calls with equal keys share a batch
-	seq  uint64          // arrival order
-	done chan callResult // receives exactly one result; buffered so senders never block
+	ctx context.Context // the caller's context: deadline and cancellation
+	req []byte          // the caller's SignDigestRequest, undecoded
+	md  metadata.MD     // metadata to forward to the worker
+	key string          // the caller's identity; only calls with equal keys share a batch
+	seq uint64          // arrival order
+	// arrived is when the front received the call; its wait goes to the worker.
+	arrived time.Time
+	done    chan callResult // receives exactly one result; buffered so senders never block
 
 	queued bool // in coalescer.queues; guarded by coalescer.mu
 }
@@ -105,11 +107,12 @@ func (c *coalescer) handle(ss grpc.ServerStream, md metadata.MD) error {
 		return err
 	}
 	call := &pendingCall{
-		ctx:  ctx,
-		req:  req,
-		md:   md,
-		key:  callerKey(md),
-		done: make(chan callResult, 1),
+		arrived: time.Now(),
+		ctx:     ctx,
+		req:     req,
+		md:      md,
+		key:     callerKey(md),
+		done:    make(chan callResult, 1),
 	}
 	c.submit(call)
 
@@ -299,7 +302,9 @@ func (c *coalescer) run(w int, calls []*pendingCall, legacy bool) {
 	defer cancel()
 	// The calls share the caller's identity; the first call's metadata (authorization,
 	// verified peer name, trace context, request id) goes with the batch.
-	ctx = metadata.NewOutgoingContext(ctx, calls[0].md)
+	md := calls[0].md.Copy()
+	md.Set(waitedHeader, waitedMicros(calls, time.Now()))
+	ctx = metadata.NewOutgoingContext(ctx, md)
 
 	requests := make([][]byte, len(calls))
 	for i, call := range calls {
@@ -336,6 +341,18 @@ func (c *coalescer) run(w int, calls []*pendingCall, legacy bool) {
 			call.done <- callResult{err: status.Error(o.code, o.message)}
 		}
 	}
+}
+
+// waitedMicros lists, in order, how long each call has waited in the front by now.
+func waitedMicros(calls []*pendingCall, now time.Time) string {
+	var b strings.Builder
+	for i, call := range calls {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(now.Sub(call.arrived).Microseconds(), 10))
+	}
+	return b.String()
 }
 
 // batchDeadline is the latest deadline among calls, or none if any call has none, capped

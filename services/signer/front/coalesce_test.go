@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 type batchLog struct {
 	mu      sync.Mutex
 	auth    []string   // authorization of each batch
+	waited  []string   // waitedHeader of each batch
 	keyIDs  [][]string // key ids of each batch's requests
 	onBatch func(keyIDs []string)
 }
@@ -32,6 +34,7 @@ func (l *batchLog) record(md metadata.MD, reqs [][]byte) {
 	}
 	l.mu.Lock()
 	l.auth = append(l.auth, strings.Join(md.Get("authorization"), ","))
+	l.waited = append(l.waited, strings.Join(md.Get(waitedHeader), ";"))
 	l.keyIDs = append(l.keyIDs, ids)
 	l.mu.Unlock()
 	if l.onBatch != nil {
@@ -105,6 +108,28 @@ func TestCoalescing(t *testing.T) {
 	}
 	if len(batches) >= n {
 		t.Errorf("%d SignDigests calls for %d SignDigest calls: nothing was coalesced", len(batches), n)
+	}
+	// Each batch tells the worker how long each of its calls waited in the front; calls
+	// queued behind a 20 ms batch waited at least that long.
+	log.mu.Lock()
+	waited := slices.Clone(log.waited)
+	log.mu.Unlock()
+	longest := int64(0)
+	for i, header := range waited {
+		values := strings.Split(header, ",")
+		if len(values) != len(batches[i]) {
+			t.Fatalf("batch %d: %d waits %q for %d calls", i, len(values), header, len(batches[i]))
+		}
+		for _, v := range values {
+			us, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || us < 0 {
+				t.Fatalf("batch %d: bad wait %q", i, v)
+			}
+			longest = max(longest, us)
+		}
+	}
+	if longest < 20_000 {
+		t.Errorf("longest wait %d us; calls queued behind a 20 ms batch", longest)
 	}
 	t.Logf("%d calls in %d batches, largest %d", n, len(batches), largest)
 }

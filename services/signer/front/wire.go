@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -54,6 +55,15 @@ const (
 // certificate to the workers. Only the front sets it; a caller's value is always dropped.
 const peerCNHeader = "signet-front-peer-cn"
 
+// waitedHeader tells a worker, for each request of a SignDigests call in order, how many
+// microseconds it waited in the front before the batch was sent, so that the workers'
+// SignDigest duration metrics cover the caller's whole wait.
+const waitedHeader = "signet-front-waited-us"
+
+// frontHeaderPrefix is the prefix of the headers only the front sets; callers' values
+// are always dropped.
+const frontHeaderPrefix = "signet-front-"
+
 // forwardMetadata returns a copy of the caller's metadata that is safe to send to a
 // worker: transport and reserved gRPC headers are removed, any caller-supplied
 // peerCNHeader is dropped, and peerCN (when not empty) is set as peerCNHeader.
@@ -94,8 +104,8 @@ func forwardableKey(key string) bool {
 		return false
 	case len(key) >= 5 && key[:5] == "grpc-":
 		return false
-	case key == peerCNHeader:
-		return false
+	case strings.HasPrefix(key, frontHeaderPrefix):
+		return false // peerCNHeader, waitedHeader: set by the front alone
 	}
 	return true
 }

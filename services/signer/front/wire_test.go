@@ -43,6 +43,7 @@ func TestForwardMetadata(t *testing.T) {
 		"authorization":  {"Bearer t"},
 		"traceparent":    {"00-abc-def-01"},
 		peerCNHeader:     {"spoofed"},
+		waitedHeader:     {"0,0"},
 	}
 	out := forwardMetadata(in, "")
 	want := metadata.MD{"authorization": {"Bearer t"}, "traceparent": {"00-abc-def-01"}}

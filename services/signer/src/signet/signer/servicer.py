@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,8 @@ from signet.signer.v1 import signer_pb2, signer_pb2_grpc, worker_pb2, worker_pb2
 
 MAX_DOCUMENT_BYTES = 15 * 1024 * 1024
 SIGN_DIGEST_METHOD = "/signet.signer.v1.SignerService/SignDigest"
+# How long, per request of a SignDigests call, the front held it before sending (µs, ",").
+FRONT_WAITED_HEADER = "signet-front-waited-us"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -332,14 +334,17 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
     ) -> worker_pb2.SignDigestsResponse:
         """Sign many callers' SignDigest requests; one outcome per request, in order."""
         started = time.perf_counter()
+        waits = _front_waits(context.invocation_metadata() or (), len(request.requests))
         try:
             outcomes = self._sign_all(request)
         except BaseException as exc:
             # The whole call failed (journal down, HSM gone ...): so did each caller's.
             code = exc.code if isinstance(exc, ServiceError) else grpc.StatusCode.INTERNAL
-            self._count([code.value[0]] * len(request.requests), time.perf_counter() - started)
+            self._count(
+                [code.value[0]] * len(request.requests), time.perf_counter() - started, waits
+            )
             raise
-        self._count([o.status.code for o in outcomes], time.perf_counter() - started)
+        self._count([o.status.code for o in outcomes], time.perf_counter() - started, waits)
         return worker_pb2.SignDigestsResponse(outcomes=outcomes)
 
     def _sign_all(
@@ -380,12 +385,15 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
                 )
         return [o for o in outcomes if o is not None]
 
-    def _count(self, codes: list[int], seconds: float) -> None:
-        """Count each request as one SignDigest call with its own status code."""
+    def _count(self, codes: list[int], seconds: float, waits: list[float]) -> None:
+        """Count each request as one SignDigest call with its own status code.
+
+        Its duration is this call's plus what the request waited in the front before.
+        """
         if self._metrics is None:
             return
         duration = self._metrics.duration.labels(method=SIGN_DIGEST_METHOD)
-        for number in codes:
+        for number, waited in zip(codes, waits, strict=True):
             code = _CODES.get(number, grpc.StatusCode.UNKNOWN)
             child = self._counted.get(code)
             if child is None:
@@ -393,7 +401,19 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
                     method=SIGN_DIGEST_METHOD, code=code.name
                 )
             child.inc()
-            duration.observe(seconds)
+            duration.observe(seconds + waited)
+
+
+def _front_waits(metadata: Sequence[tuple[str, str | bytes]], count: int) -> list[float]:
+    """Seconds each request waited in the front (FRONT_WAITED_HEADER), or zeros.
+
+    The front lists microseconds per request, in order; only it can reach this service.
+    """
+    header = next((v for k, v in metadata if k == FRONT_WAITED_HEADER), "")
+    values = header.split(",") if isinstance(header, str) and header else []
+    if len(values) != count or not all(v.isdigit() for v in values):
+        return [0.0] * count
+    return [int(v) / 1e6 for v in values]
 
 
 def _digest_response(result: SignResult) -> signer_pb2.SignDigestResponse:
