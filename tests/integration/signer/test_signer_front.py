@@ -39,6 +39,7 @@ from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
 from signet.signer import front
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.fixtures.processes import child_pids, kill_with_children
 from tests.fixtures.tls import write_test_pki
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
@@ -60,13 +61,10 @@ class FrontedSigner:
     database: Path
 
     def children(self) -> dict[int, bytes]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
-        )
         found = {}
-        for pid in out.stdout.split():
+        for pid in child_pids(self.proc.pid):
             with contextlib.suppress(OSError):
-                found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes()
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
         return found
 
     def front_pid(self) -> int | None:
@@ -125,13 +123,7 @@ def _fronted_signer(
     try:
         yield running
     finally:
-        children = running.children()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_with_children(proc)
 
 
 _TOKEN_AUTH = {

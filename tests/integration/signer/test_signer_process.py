@@ -7,7 +7,6 @@ drains everything with exit code 0 and no process left behind.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal
@@ -28,6 +27,7 @@ from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
+from tests.fixtures.processes import child_pids, kill_with_children
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
 
@@ -43,10 +43,7 @@ class SignerProcess:
     log: Path
 
     def children(self) -> set[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
-        )
-        return {int(p) for p in out.stdout.split()}
+        return child_pids(self.proc.pid)
 
     def workers(self) -> set[int]:
         """The worker processes (the other child is the signature journal)."""
@@ -93,13 +90,7 @@ def signer_process(softhsm_token: TokenInfo, tmp_path: Path) -> Iterator[SignerP
         _wait_serving(running.address)
         yield running
     finally:
-        children = running.children()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_with_children(proc)
 
 
 def _sign_many(address: str, key_id: str, calls: int) -> None:
