@@ -60,6 +60,7 @@ type callResult struct {
 // call has waited longest. There are no timers: batches grow only while workers are busy.
 type coalescer struct {
 	pool     *pool
+	metrics  *metrics // nil: not counted
 	maxBatch int
 	maxBytes int // the largest SignDigestsRequest to build
 	log      *slog.Logger
@@ -292,6 +293,12 @@ func (c *coalescer) takeLocked(key string) []*pendingCall {
 func (c *coalescer) run(w int, calls []*pendingCall, legacy bool) {
 	defer c.batches.Done()
 	defer c.release(w)
+	now := time.Now()
+	waits := make([]time.Duration, len(calls))
+	for i, call := range calls {
+		waits[i] = now.Sub(call.arrived)
+	}
+	c.metrics.batch(waits)
 
 	if legacy {
 		c.passEach(w, calls)
@@ -303,7 +310,7 @@ func (c *coalescer) run(w int, calls []*pendingCall, legacy bool) {
 	// The calls share the caller's identity; the first call's metadata (authorization,
 	// verified peer name, trace context, request id) goes with the batch.
 	md := calls[0].md.Copy()
-	md.Set(waitedHeader, waitedMicros(calls, time.Now()))
+	md.Set(waitedHeader, joinMicros(waits))
 	ctx = metadata.NewOutgoingContext(ctx, md)
 
 	requests := make([][]byte, len(calls))
@@ -343,16 +350,27 @@ func (c *coalescer) run(w int, calls []*pendingCall, legacy bool) {
 	}
 }
 
-// waitedMicros lists, in order, how long each call has waited in the front by now.
-func waitedMicros(calls []*pendingCall, now time.Time) string {
+// joinMicros lists the waits in microseconds, comma-separated, in order.
+func joinMicros(waits []time.Duration) string {
 	var b strings.Builder
-	for i, call := range calls {
+	for i, d := range waits {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(strconv.FormatInt(now.Sub(call.arrived).Microseconds(), 10))
+		b.WriteString(strconv.FormatInt(d.Microseconds(), 10))
 	}
 	return b.String()
+}
+
+// queued is the number of calls waiting for a worker now.
+func (c *coalescer) queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, q := range c.queues {
+		n += len(q)
+	}
+	return n
 }
 
 // batchDeadline is the latest deadline among calls, or none if any call has none, capped

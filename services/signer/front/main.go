@@ -45,6 +45,7 @@ type config struct {
 	batchesPerWorker int
 	maxMessageBytes  int
 	drain            time.Duration
+	metricsListen    string
 }
 
 // stringList is a repeatable string flag.
@@ -71,6 +72,7 @@ func parseFlags(args []string, usage io.Writer) (config, error) {
 	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", "", "PEM CA certificates; when set, callers must present a client certificate they sign (mTLS)")
 	fs.IntVar(&cfg.maxBatch, "max-batch", 100, "most SignDigest calls in one SignDigests call")
 	fs.IntVar(&cfg.batchesPerWorker, "batches-per-worker", 2, "SignDigests calls in flight per worker")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "where to serve /metrics: unix:///path or host:port (empty: not served)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", 16*1024*1024, "largest message received or sent, in bytes")
 	fs.Float64Var(&drainSeconds, "drain-seconds", 20, "on SIGTERM/SIGINT, time in-flight calls get to finish")
 	if err := fs.Parse(args); err != nil {
@@ -207,7 +209,9 @@ func newApp(cfg config, log *slog.Logger) (*app, error) {
 	}
 
 	c := newCoalescer(p, cfg.batchesPerWorker, cfg.maxBatch, cfg.maxMessageBytes, log)
-	f := &front{pool: p, mtls: cfg.tlsClientCA != "", coalescer: c}
+	m := newMetrics()
+	m.pool, m.coalescer, c.metrics = p, c, m
+	f := &front{pool: p, mtls: cfg.tlsClientCA != "", coalescer: c, metrics: m}
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.UnknownServiceHandler(f.handle),
@@ -311,6 +315,16 @@ func run(args []string, stderr io.Writer, signals <-chan os.Signal) int {
 		return 1
 	}
 
+	if cfg.metricsListen != "" {
+		metricsServer, err := serveMetrics(cfg.metricsListen, a.front.metrics)
+		if err != nil {
+			log.Error(err.Error())
+			_ = lis.Close()
+			a.close()
+			return 1
+		}
+		defer metricsServer.Close()
+	}
 	a.watch()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.server.Serve(lis) }()

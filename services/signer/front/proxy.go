@@ -90,6 +90,7 @@ type front struct {
 	pool      *pool
 	mtls      bool
 	coalescer *coalescer
+	metrics   *metrics // nil: not counted
 }
 
 // handle is the grpc.UnknownServiceHandler: every call arrives here.
@@ -98,6 +99,13 @@ func (f *front) handle(_ any, ss grpc.ServerStream) error {
 	if !ok {
 		return status.Error(codes.Internal, "internal error")
 	}
+	err := f.route(ss, method)
+	f.metrics.call(method, status.Code(err))
+	return err
+}
+
+// route serves one call by its method.
+func (f *front) route(ss grpc.ServerStream, method string) error {
 	if strings.HasPrefix(method, workerServicePrefix) {
 		return status.Error(codes.Unimplemented, "unknown method")
 	}

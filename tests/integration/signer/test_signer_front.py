@@ -30,6 +30,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from signet.common.auth import FRONT_PEER_HEADER, hash_token
 from signet.common.events import decode_envelope
@@ -69,6 +70,16 @@ class FrontedSigner:
 
     def front_pid(self) -> int | None:
         return next((p for p, cmd in self.children().items() if front.NAME.encode() in cmd), None)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample of the supervisor's /metrics (0 when absent)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def counter(self, method: str, code: str) -> float:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
@@ -252,6 +263,14 @@ def test_concurrent_callers_each_get_their_own_outcome(fronted: FrontedSigner) -
     assert fronted.counter(SIGN_DIGEST, "INVALID_ARGUMENT") == 40
     assert fronted.counter(SIGN_DIGEST, "PERMISSION_DENIED") == 40
     assert fronted.counter(SIGN_DIGESTS, "OK") >= 1
+    # The front's own figures are in the same /metrics: each call it answered, and the
+    # groups it sent (every one of the 240 calls went in some group).
+    front_calls = "signet_signer_front_calls_total"
+    assert fronted.sample(front_calls, method=SIGN_DIGEST, code="OK") == signed
+    assert fronted.sample(front_calls, method=SIGN_DIGEST, code="PERMISSION_DENIED") == 40
+    assert fronted.sample("signet_signer_front_batch_size_sum") == len(cases)
+    assert fronted.sample("signet_signer_front_queue_wait_seconds_count") == len(cases)
+    assert fronted.sample("signet_signer_front_workers_ready") == 2
 
     # Each signature's event carries the transaction id of the request it answered.
     with contextlib.closing(sqlite3.connect(fronted.database)) as db:
@@ -334,6 +353,18 @@ def test_a_killed_front_is_replaced_and_sigterm_drains_everything(
     stub = signer_pb2_grpc.SignerServiceStub(grpc.insecure_channel(fronted.address))
     key_id, _ = _create_key(stub, "evidence")
     assert stub.SignDigest(_digest_request(key_id, 7), metadata=_metadata("evidence"), timeout=10)
+
+    # A killed worker is replaced, and the front reconnects to it by itself.
+    worker = next(p for p, cmd in fronted.children().items() if cmd.endswith(b"signet.signer\0"))
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        replaced = worker not in fronted.children()
+        if replaced and fronted.sample("signet_signer_front_workers_ready") == 2:
+            break
+        time.sleep(0.2)
+    assert fronted.sample("signet_signer_front_workers_ready") == 2
+    assert stub.SignDigest(_digest_request(key_id, 9), metadata=_metadata("evidence"), timeout=10)
 
     # While the journal is down, coalesced calls fail UNAVAILABLE as a whole; each still
     # counts as a failed SignDigest, so the SLA sees it.

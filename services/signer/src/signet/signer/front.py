@@ -20,12 +20,20 @@ machine's Go toolchain into the cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import http.client
+import logging
+import socket
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from signet.common.local.gotools import build_module
 from signet.common.server import MAX_MESSAGE_BYTES
 from signet.signer.config import SignerSettings
+
+_log = logging.getLogger("signet.signer.front")
 
 NAME = "signet-signer-front"
 SOURCE = Path(__file__).resolve().parents[3] / "front"
@@ -38,12 +46,19 @@ def build() -> Path:
     return build_module(SOURCE, NAME)
 
 
-def command(settings: SignerSettings, listen: str, workers: Sequence[str]) -> list[str]:
-    """The front's command line: listen on ``listen``, pass calls to ``workers``."""
+def command(
+    settings: SignerSettings, listen: str, workers: Sequence[str], metrics_socket: str
+) -> list[str]:
+    """The front's command line: serve ``listen``, pass calls to ``workers``.
+
+    Its own /metrics go to the Unix socket ``metrics_socket`` (see :class:`FrontMetrics`).
+    """
     args = [
         settings.front_binary,
         "--listen",
         listen,
+        "--metrics-listen",
+        f"unix://{metrics_socket}",
         "--max-batch",
         str(min(settings.front_max_batch, settings.max_batch_size)),
         "--batches-per-worker",
@@ -64,3 +79,56 @@ def command(settings: SignerSettings, listen: str, workers: Sequence[str]) -> li
         if settings.auth_mode == "mtls":
             args += ["--tls-client-ca", settings.tls_client_ca_file]
     return args
+
+
+class FrontMetrics:
+    """The front's own metrics (``signet_signer_front_*``) in the supervisor's /metrics.
+
+    A Prometheus collector that reads them from the front's Unix socket at each scrape:
+    calls the front answered (also those no worker could take), SignDigest group sizes,
+    time calls waited for a worker, calls waiting now, workers reachable. While the front
+    restarts a scrape simply has none of them.
+    """
+
+    def __init__(self, socket_path: str, timeout: float = 2.0) -> None:
+        self._path = socket_path
+        self._timeout = timeout
+
+    def collect(self) -> Iterator[Metric]:
+        """The front's metric families, parsed from its text exposition."""
+        try:
+            text = self._fetch()
+        except (OSError, http.client.HTTPException) as err:
+            _log.debug("front metrics unavailable", extra={"error": type(err).__name__})
+            return
+        yield from text_string_to_metric_families(text)
+
+    def _fetch(self) -> str:
+        connection = _UnixHTTPConnection(self._path, self._timeout)
+        try:
+            connection.request("GET", "/metrics")
+            reply = connection.getresponse()
+            if reply.status != 200:
+                raise http.client.HTTPException(f"status {reply.status}")
+            return reply.read().decode("utf-8")
+        finally:
+            connection.close()
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("front", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        """Connect to the socket file instead of a host and port."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock

@@ -196,6 +196,9 @@ class Supervisor:
                 metrics.stop()
             shutil.rmtree(self._multiproc_dir, ignore_errors=True)
 
+    def _front_metrics_socket(self) -> str:
+        return os.path.join(self._multiproc_dir, "front-metrics.sock")
+
     def _worker_socket(self, index: int) -> str:
         """A worker's listener behind the front: in the supervisor's private directory."""
         return f"unix://{os.path.join(self._multiproc_dir, f'worker-{index}.sock')}"
@@ -219,6 +222,8 @@ class Supervisor:
             return None
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self._multiproc_dir)  # type: ignore[no-untyped-call]
+        if self._settings.front_binary:
+            registry.register(front.FrontMetrics(self._front_metrics_socket()))
         return MetricsServer(self._settings.grpc_host, self._settings.metrics_port, registry)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -231,7 +236,7 @@ class Supervisor:
         elif index == FRONT:
             listen = f"{self._settings.grpc_host}:{env['SIGNET_SIGNER_GRPC_PORT']}"
             workers = [self._worker_socket(i) for i in range(self._workers)]
-            command = front.command(self._settings, listen, workers)
+            command = front.command(self._settings, listen, workers, self._front_metrics_socket())
             child_env = env
         else:
             command = [sys.executable, "-m", "signet.signer"]
