@@ -89,6 +89,13 @@ func testConfig(workers ...string) config {
 // startFront serves a front with cfg on a local TCP port and returns its address.
 func startFront(t *testing.T, cfg config) string {
 	t.Helper()
+	_, addr := startApp(t, cfg)
+	return addr
+}
+
+// startApp serves a front with cfg on a local TCP port; it returns the front and its address.
+func startApp(t *testing.T, cfg config) (*app, string) {
+	t.Helper()
 	a, err := newApp(cfg, newLogger(io.Discard))
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +110,7 @@ func startFront(t *testing.T, cfg config) string {
 		a.server.Stop()
 		a.close()
 	})
-	return lis.Addr().String()
+	return a, lis.Addr().String()
 }
 
 // dialFront returns a client connection to the front at addr.

@@ -33,20 +33,7 @@ func TestMetricsCountCallsBatchesAndWaits(t *testing.T) {
 	fw := startFakeWorker(t, signDigestsFake(t, log.record))
 	cfg := testConfig(fw.target)
 	cfg.batchesPerWorker = 1
-	a, err := newApp(cfg, newLogger(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.watch()
-	go func() { _ = a.server.Serve(lis) }()
-	t.Cleanup(func() {
-		a.server.Stop()
-		a.close()
-	})
+	a, addr := startApp(t, cfg)
 	metricsAddr := "unix://" + filepath.Join(t.TempDir(), "metrics.sock")
 	// A socket file left by a front that was killed does not stop its replacement.
 	stale, err := net.Listen("unix", strings.TrimPrefix(metricsAddr, "unix://"))
@@ -61,7 +48,7 @@ func TestMetricsCountCallsBatchesAndWaits(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 
-	cc := dialFront(t, lis.Addr().String(), nil)
+	cc := dialFront(t, addr, nil)
 	reqs := make([][]byte, 30)
 	for i := range reqs {
 		keyID := fmt.Sprintf("key-%d", i)
