@@ -82,15 +82,7 @@ class FrontedSigner:
         return 0.0
 
     def counter(self, method: str, code: str) -> float:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
-            text = reply.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("signet_signer_grpc_requests_total{")
-            and f'method="{method}"' in line
-            and f'code="{code}"' in line
-        )
+        return self.sample("signet_signer_grpc_requests_total", method=method, code=code)
 
 
 @pytest.fixture(scope="module")

@@ -110,8 +110,12 @@ def _aborted_by_handler(exc: BaseException) -> bool:
     return type(exc) is Exception and not exc.args
 
 
-class _Call:
-    """What one method's calls share: its name, metric children, and whether it is exempt."""
+class MethodCalls:
+    """What one method's calls share: its name, metric children, and whether it is exempt.
+
+    Also for a handler that answers several callers' calls in one (the signer workers'
+    SignDigests) and counts each of them under the method the caller called.
+    """
 
     def __init__(self, method: str, metrics: GrpcServerMetrics) -> None:
         self.method = method
@@ -124,6 +128,7 @@ class _Call:
         self._by_code: dict[grpc.StatusCode, Any] = {}
 
     def count(self, code: grpc.StatusCode) -> None:
+        """Count one call that ended with ``code``."""
         child = self._by_code.get(code)
         if child is None:
             child = self._by_code[code] = self._requests.labels(method=self.method, code=code.name)
@@ -153,11 +158,11 @@ class SignetServerInterceptor(grpc.ServerInterceptor):
         key = (handler_call_details.method, id(handler))
         wrapped = self._cache.get(key)
         if wrapped is None:
-            wrapped = self._wrap(handler, _Call(handler_call_details.method, self._metrics))
+            wrapped = self._wrap(handler, MethodCalls(handler_call_details.method, self._metrics))
             self._cache[key] = wrapped
         return wrapped
 
-    def _wrap(self, handler: Handler, call: _Call) -> Handler:
+    def _wrap(self, handler: Handler, call: MethodCalls) -> Handler:
         """A handler like ``handler`` whose behaviour runs inside :meth:`_guard`.
 
         For streaming responses the guard spans the whole iteration, so durations, spans
@@ -197,7 +202,7 @@ class SignetServerInterceptor(grpc.ServerInterceptor):
             unary, handler.request_deserializer, handler.response_serializer
         )
 
-    def _guard(self, call: _Call, context: grpc.ServicerContext) -> _Guard:
+    def _guard(self, call: MethodCalls, context: grpc.ServicerContext) -> _Guard:
         return _Guard(self, call, context)
 
 
@@ -207,7 +212,7 @@ class _Guard:
     __slots__ = ("_call", "_context", "_owner", "_principal_cm", "_span", "_span_cm", "_start")
 
     def __init__(
-        self, owner: SignetServerInterceptor, call: _Call, context: grpc.ServicerContext
+        self, owner: SignetServerInterceptor, call: MethodCalls, context: grpc.ServicerContext
     ) -> None:
         self._owner = owner
         self._call = call

@@ -77,6 +77,14 @@ class Background(Protocol):
         ...
 
 
+def check_mtls_files(settings: ServiceSettings) -> None:
+    """ValueError when ``mtls`` mode lacks the server certificate, its key or the client CA."""
+    if settings.auth_mode == "mtls" and not (
+        settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file
+    ):
+        raise ValueError("auth_mode mtls needs tls_cert_file, tls_key_file, tls_client_ca_file")
+
+
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
     """TLS credentials for the listener: mTLS in ``mtls`` mode, server TLS when a cert is set.
 
@@ -86,8 +94,7 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
     if settings.behind_front:
         return None
     if settings.auth_mode == "mtls":
-        if not (settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file):
-            raise ValueError("auth_mode mtls needs tls_cert_file, tls_key_file, tls_client_ca_file")
+        check_mtls_files(settings)
         return grpc.ssl_server_credentials(
             [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())],
             root_certificates=Path(settings.tls_client_ca_file).read_bytes(),

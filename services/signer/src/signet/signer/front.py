@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from signet.common.local.gotools import build_module
-from signet.common.server import MAX_MESSAGE_BYTES
+from signet.common.server import MAX_MESSAGE_BYTES, check_mtls_files
 from signet.signer.config import SignerSettings
 
 _log = logging.getLogger("signet.signer.front")
@@ -70,10 +70,7 @@ def command(
     ]
     for worker in workers:
         args += ["--worker", worker]
-    if settings.auth_mode == "mtls" and not (
-        settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file
-    ):
-        raise ValueError("auth_mode mtls needs tls_cert_file, tls_key_file, tls_client_ca_file")
+    check_mtls_files(settings)
     if settings.tls_cert_file and settings.tls_key_file:
         args += ["--tls-cert", settings.tls_cert_file, "--tls-key", settings.tls_key_file]
         if settings.auth_mode == "mtls":

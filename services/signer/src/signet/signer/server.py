@@ -199,9 +199,13 @@ class Supervisor:
     def _front_metrics_socket(self) -> str:
         return os.path.join(self._multiproc_dir, "front-metrics.sock")
 
+    def _worker_path(self, index: int) -> str:
+        """A worker's socket behind the front: in the supervisor's private directory."""
+        return os.path.join(self._multiproc_dir, f"worker-{index}.sock")
+
     def _worker_socket(self, index: int) -> str:
-        """A worker's listener behind the front: in the supervisor's private directory."""
-        return f"unix://{os.path.join(self._multiproc_dir, f'worker-{index}.sock')}"
+        """The gRPC address of a worker's socket."""
+        return f"unix://{self._worker_path(index)}"
 
     def _check_port(self) -> int:
         """Fail loudly when another program holds the port; pick one for port 0."""
@@ -261,10 +265,9 @@ class Supervisor:
         waiting = set(range(self._workers))
         while waiting and time.monotonic() < deadline and not self._stop.is_set():
             for index in list(waiting):
-                path = self._worker_socket(index).removeprefix("unix://")
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                     try:
-                        probe.connect(path)
+                        probe.connect(self._worker_path(index))
                     except OSError:
                         continue
                 waiting.discard(index)

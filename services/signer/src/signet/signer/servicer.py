@@ -17,6 +17,7 @@ import grpc
 from signet.common import prototime
 from signet.common.auth import current_principal
 from signet.common.errors import FailedPrecondition, Internal, InvalidArgument, ServiceError
+from signet.common.interceptors import MethodCalls
 from signet.common.keys import HashAlgorithm, KeyAlgorithm, SignatureScheme
 from signet.common.metrics import GrpcServerMetrics
 from signet.common.v1 import common_pb2
@@ -145,33 +146,21 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         self, request: signer_pb2.SignBatchRequest, context: grpc.ServicerContext
     ) -> signer_pb2.SignBatchResponse:
         """Sign many digests; each item gets its own result or status."""
-        count = len(request.items)
-        if count == 0:
-            raise InvalidArgument("at least one item is required")
-        if count > self._signer.max_batch:
-            raise InvalidArgument(f"at most {self._signer.max_batch} items per call, got {count}")
-        outcomes: list[SignResult | None] = [None] * count
-        valid: list[tuple[int, SignItem]] = []
-        for index, entry in enumerate(request.items):
-            try:
-                item = _item(
-                    entry.key_id, entry.digest, b"", entry.scheme, entry.grant, entry.item_id
-                )
-            except ServiceError as err:
-                outcomes[index] = SignResult(item_id=entry.item_id, error=err)
-                continue
-            valid.append((index, item))
-        if valid:
-            signed = self._signer.sign(
-                current_principal(),
-                [item for _, item in valid],
-                batch_grant=request.grant,
-                context=EventContext(transaction_id=request.transaction_id),
-            )
-            for (index, _), result in zip(valid, signed, strict=True):
-                outcomes[index] = result
+        items = request.items
+        _check_count(len(items), self._signer.max_batch, "item")
+        results = _sign_each(
+            self._signer,
+            [_parsed(_item, e.key_id, e.digest, b"", e.scheme, e.grant, e.item_id) for e in items],
+            batch_grant=request.grant,
+            context=EventContext(transaction_id=request.transaction_id),
+        )
         return signer_pb2.SignBatchResponse(
-            results=[_batch_result(r) for r in outcomes if r is not None]
+            results=[
+                _batch_result(
+                    r if isinstance(r, SignResult) else SignResult(item_id=e.item_id, error=r)
+                )
+                for e, r in zip(items, results, strict=True)
+            ]
         )
 
     def SignDocument(
@@ -326,8 +315,7 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
 
     def __init__(self, signer: Signer, metrics: GrpcServerMetrics | None = None) -> None:
         self._signer = signer
-        self._metrics = metrics
-        self._counted: dict[grpc.StatusCode, Any] = {}
+        self._calls = MethodCalls(SIGN_DIGEST_METHOD, metrics) if metrics is not None else None
 
     def SignDigests(
         self, request: worker_pb2.SignDigestsRequest, context: grpc.ServicerContext
@@ -350,58 +338,80 @@ class SignerWorkerServicer(worker_pb2_grpc.SignerWorkerServiceServicer):
     def _sign_all(
         self, request: worker_pb2.SignDigestsRequest
     ) -> list[worker_pb2.SignDigestOutcome]:
-        count = len(request.requests)
-        if count == 0:
-            raise InvalidArgument("at least one request is required")
-        if count > self._signer.max_batch:
-            raise InvalidArgument(
-                f"at most {self._signer.max_batch} requests per call, got {count}"
-            )
-        outcomes: list[worker_pb2.SignDigestOutcome | None] = [None] * count
-        valid: list[tuple[int, SignItem]] = []
-        for index, entry in enumerate(request.requests):
-            try:
-                item = _item(
-                    entry.key_id,
-                    entry.digest,
-                    entry.message,
-                    entry.scheme,
-                    entry.grant,
-                    transaction_id=entry.transaction_id,
+        requests = request.requests
+        _check_count(len(requests), self._signer.max_batch, "request")
+        results = _sign_each(
+            self._signer,
+            [
+                _parsed(
+                    _item,
+                    r.key_id,
+                    r.digest,
+                    r.message,
+                    r.scheme,
+                    r.grant,
+                    transaction_id=r.transaction_id,
                 )
-            except ServiceError as err:
-                outcomes[index] = _failed_outcome(err)
-                continue
-            valid.append((index, item))
-        if valid:
-            signed = self._signer.sign(current_principal(), [item for _, item in valid])
-            for (index, _), result in zip(valid, signed, strict=True):
-                outcomes[index] = (
-                    _failed_outcome(result.error)
-                    if result.error is not None
-                    else worker_pb2.SignDigestOutcome(
-                        response=_digest_response(result), status=common_pb2.Status(code=0)
-                    )
-                )
-        return [o for o in outcomes if o is not None]
+                for r in requests
+            ],
+        )
+        return [_digest_outcome(r) for r in results]
 
     def _count(self, codes: list[int], seconds: float, waits: list[float]) -> None:
         """Count each request as one SignDigest call with its own status code.
 
         Its duration is this call's plus what the request waited in the front before.
         """
-        if self._metrics is None:
+        if self._calls is None:
             return
-        duration = self._metrics.duration.labels(method=SIGN_DIGEST_METHOD)
         for number, waited in zip(codes, waits, strict=True):
-            code = _CODES.get(number, grpc.StatusCode.UNKNOWN)
-            child = self._counted.get(code)
-            if child is None:
-                child = self._counted[code] = self._metrics.requests.labels(
-                    method=SIGN_DIGEST_METHOD, code=code.name
-                )
-            child.inc()
-            duration.observe(seconds + waited)
+            self._calls.count(_CODES.get(number, grpc.StatusCode.UNKNOWN))
+            self._calls.duration.observe(seconds + waited)
+
+
+def _check_count(count: int, limit: int, noun: str) -> None:
+    """Refuse a call with no ``noun`` or more than ``limit`` of them."""
+    if count == 0:
+        raise InvalidArgument(f"at least one {noun} is required")
+    if count > limit:
+        raise InvalidArgument(f"at most {limit} {noun}s per call, got {count}")
+
+
+def _parsed(parse: Callable[..., SignItem], *args: Any, **kwargs: Any) -> SignItem | ServiceError:
+    """The sign item ``parse`` makes of a request entry, or the error that entry gets."""
+    try:
+        return parse(*args, **kwargs)
+    except ServiceError as err:
+        return err
+
+
+def _sign_each(
+    signer: Signer, parsed: Sequence[SignItem | ServiceError], **options: Any
+) -> list[SignResult | ServiceError]:
+    """Sign the items among ``parsed`` in one :meth:`Signer.sign` with ``options``.
+
+    Returns, in order, each entry's result, or its error where it did not parse.
+    """
+    results: list[SignResult | ServiceError | None] = [
+        p if isinstance(p, ServiceError) else None for p in parsed
+    ]
+    valid = [(index, p) for index, p in enumerate(parsed) if isinstance(p, SignItem)]
+    if valid:
+        signed = signer.sign(current_principal(), [item for _, item in valid], **options)
+        for (index, _), result in zip(valid, signed, strict=True):
+            results[index] = result
+    return [r for r in results if r is not None]  # every item got its result above
+
+
+def _digest_outcome(result: SignResult | ServiceError) -> worker_pb2.SignDigestOutcome:
+    """What SignDigest would have answered for this request."""
+    error = result if isinstance(result, ServiceError) else result.error
+    if error is not None:
+        return worker_pb2.SignDigestOutcome(status=convert.status_message(error))
+    assert isinstance(result, SignResult)
+    return worker_pb2.SignDigestOutcome(
+        response=_digest_response(result), status=common_pb2.Status(code=0)
+    )
 
 
 def _front_waits(metadata: Sequence[tuple[str, str | bytes]], count: int) -> list[float]:
@@ -426,10 +436,6 @@ def _digest_response(result: SignResult) -> signer_pb2.SignDigestResponse:
     if result.scheme is not None:
         response.scheme = convert.to_proto(result.scheme)  # type: ignore[assignment]
     return response
-
-
-def _failed_outcome(err: ServiceError) -> worker_pb2.SignDigestOutcome:
-    return worker_pb2.SignDigestOutcome(status=convert.status_message(err))
 
 
 def _check_ed25519_hash(ed25519: bool, hash_alg: HashAlgorithm, field: str) -> None:
