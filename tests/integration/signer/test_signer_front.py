@@ -40,7 +40,7 @@ from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
 from signet.signer import front
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.fixtures.processes import child_pids, kill_with_children
+from tests.fixtures.processes import child_pids, kill_with_children, signer_env
 from tests.fixtures.tls import write_test_pki
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
@@ -95,23 +95,9 @@ def _fronted_signer(
     token: TokenInfo, directory: Path, binary: Path, auth: dict[str, str], port: int = 0
 ) -> Iterator[FrontedSigner]:
     port, metrics_port = port or free_port(), free_port()
-    env = dict(os.environ)
-    env.update(token.env)
-    env.update(
-        {
-            "SIGNET_SIGNER_GRPC_PORT": str(port),
-            "SIGNET_SIGNER_METRICS_PORT": str(metrics_port),
-            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{directory / 'signer.db'}",
-            "SIGNET_SIGNER_PKCS11_MODULE": str(token.module_path),
-            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": token.label,
-            "SIGNET_SIGNER_PKCS11_PIN": token.pin,
-            "SIGNET_SIGNER_WORKERS": "2",
-            "SIGNET_SIGNER_DRAIN_SECONDS": "2",
-            "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
-            "SIGNET_SIGNER_FRONT_BINARY": str(binary),
-            **auth,
-        }
-    )
+    env = signer_env(token, directory, port, metrics_port)
+    env["SIGNET_SIGNER_FRONT_BINARY"] = str(binary)
+    env.update(auth)
     log = directory / "signer.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -27,7 +27,7 @@ from signet.common.local.platform import wait_serving
 from signet.common.local.softhsm import TokenInfo
 from signet.common.v1 import common_pb2
 from signet.signer.v1 import signer_pb2, signer_pb2_grpc
-from tests.fixtures.processes import child_pids, kill_with_children
+from tests.fixtures.processes import child_pids, kill_with_children, signer_env
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.slow]
 
@@ -61,23 +61,9 @@ def _wait_serving(address: str) -> None:
 @pytest.fixture
 def signer_process(softhsm_token: TokenInfo, tmp_path: Path) -> Iterator[SignerProcess]:
     port, metrics_port = free_port(), free_port()
-    env = dict(os.environ)
-    env.update(softhsm_token.env)
-    env.update(
-        {
-            "SIGNET_SIGNER_GRPC_PORT": str(port),
-            "SIGNET_SIGNER_METRICS_PORT": str(metrics_port),
-            "SIGNET_SIGNER_DATABASE_URL": f"sqlite:///{tmp_path / 'signer.db'}",
-            "SIGNET_SIGNER_PKCS11_MODULE": str(softhsm_token.module_path),
-            "SIGNET_SIGNER_PKCS11_TOKEN_LABEL": softhsm_token.label,
-            "SIGNET_SIGNER_PKCS11_PIN": softhsm_token.pin,
-            "SIGNET_SIGNER_AUTH_MODE": "token",
-            "SIGNET_SIGNER_API_TOKEN_HASHES": f"evidence:{hash_token(TOKEN)}",
-            "SIGNET_SIGNER_WORKERS": "2",
-            "SIGNET_SIGNER_DRAIN_SECONDS": "2",
-            "SIGNET_SIGNER_KAFKA_BOOTSTRAP": "",
-        }
-    )
+    env = signer_env(softhsm_token, tmp_path, port, metrics_port)
+    env["SIGNET_SIGNER_AUTH_MODE"] = "token"
+    env["SIGNET_SIGNER_API_TOKEN_HASHES"] = f"evidence:{hash_token(TOKEN)}"
     log = tmp_path / "signer.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
